@@ -1,0 +1,37 @@
+"""Loaded by rotel-agent (--otlp-with-trace-processor): every span received as one JSON line.
+
+The output path comes from ROTEL_SPANS_OUT in the agent's environment.
+"""
+
+import json
+import os
+
+OUT = os.environ["ROTEL_SPANS_OUT"]
+
+
+def _value(any_value):
+    return None if any_value is None else any_value.value
+
+
+def _attributes(key_values):
+    return {kv.key: _value(kv.value) for kv in key_values}
+
+
+def process_spans(resource_spans):
+    resource = _attributes(resource_spans.resource.attributes) if resource_spans.resource else {}
+    lines = []
+    for scope_spans in resource_spans.scope_spans:
+        for span in scope_spans.spans:
+            lines.append(json.dumps({
+                "resource": resource,
+                "name": span.name,
+                "kind": span.kind,
+                "trace_id": bytes(span.trace_id).hex(),
+                "span_id": bytes(span.span_id).hex(),
+                "parent_span_id": bytes(span.parent_span_id).hex(),
+                "attributes": _attributes(span.attributes),
+                "status_code": span.status.code if span.status else 0,
+            }, default=str))
+    with open(OUT, "a", encoding="utf-8") as handle:
+        handle.write("".join(line + "\n" for line in lines))
+    return resource_spans

@@ -1,0 +1,149 @@
+"""Serving voltrace: the app factory, an in-process server, and the production server.
+
+* ``build_service`` wires policy, Cinder client, pipeline, API and telemetry.
+* ``EmbeddedServer`` runs it on cheroot (a threaded, keep-alive WSGI server)
+  in this process: the demo, the tests and the benchmarks use it.
+* ``serve`` runs it on gunicorn (``gthread`` workers). Telemetry is built in
+  each worker *after* fork, because a BatchSpanProcessor's thread does not
+  survive fork, and flushed in ``worker_exit``, so SIGTERM loses no span.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from voltrace.api import MAX_REQUEST_BODY_SIZE, build_app
+from voltrace.cinder import CinderSettings, VolumeAPI
+from voltrace.context import Environment
+from voltrace.pipeline import Pipeline
+from voltrace.policy import VolumePolicy
+from voltrace.telemetry import Telemetry, TelemetryConfig
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8774
+    cinder: CinderSettings = field(default_factory=CinderSettings)
+    policy_file: str | None = None
+    size_from_snapshot: bool = False
+    workers: int = 1
+    threads: int = 16
+    max_request_body_size: int = MAX_REQUEST_BODY_SIZE
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+
+
+def build_service(config: ServeConfig, telemetry: Telemetry | None = None) -> Any:
+    """The whole nova-api side as one WSGI app; telemetry wraps it when given."""
+    env = Environment(
+        policy=VolumePolicy(config.policy_file),
+        volume_api=VolumeAPI(config.cinder),
+        size_from_snapshot=config.size_from_snapshot,
+    )
+    observed = telemetry is not None and (telemetry.enabled or telemetry.config.logs_enabled)
+    pipeline = Pipeline(env, observer=telemetry.observer if observed else None)
+    app = build_app(pipeline, config.max_request_body_size)
+    return telemetry.instrument_wsgi(app) if observed else app
+
+
+class EmbeddedServer:
+    """A real threaded WSGI server (cheroot) on loopback, inside this process."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, threads: int = 16) -> None:
+        from cheroot import wsgi
+
+        self._server = wsgi.Server((host, port), app, numthreads=threads,
+                                   server_name="voltrace")
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> EmbeddedServer:
+        self._server.prepare()  # binds, so the real port is known now
+        self._thread = threading.Thread(target=self._server.serve, name="voltrace-embedded",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.bind_addr[:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self._server.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------------------
+# Production: gunicorn
+# ---------------------------------------------------------------------------
+
+_worker_telemetry: Telemetry | None = None
+_worker_slot = 0
+
+
+def _pre_fork(server: Any, worker: Any) -> None:
+    # Each worker gets a stable slot, so --metrics-port P serves P, P+1, ...
+    taken = {getattr(w, "voltrace_slot", None) for w in server.WORKERS.values()}
+    worker.voltrace_slot = next(slot for slot in range(len(taken) + 1) if slot not in taken)
+
+
+def _post_fork(server: Any, worker: Any) -> None:
+    global _worker_slot
+    _worker_slot = worker.voltrace_slot
+
+
+def _worker_exit(server: Any, worker: Any) -> None:
+    if _worker_telemetry is not None:
+        _worker_telemetry.shutdown()
+
+
+def _gunicorn_application(config: ServeConfig) -> Any:
+    from gunicorn.app.base import BaseApplication
+
+    class VoltraceApplication(BaseApplication):
+        def load_config(self) -> None:
+            settings = {
+                "bind": f"{config.host}:{config.port}",
+                "workers": config.workers,
+                "worker_class": "gthread",
+                "threads": config.threads,
+                "keepalive": 5,
+                "graceful_timeout": 15,
+                "timeout": 120,
+                "preload_app": False,  # build telemetry after fork, in the worker
+                "pre_fork": _pre_fork,
+                "post_fork": _post_fork,
+                "worker_exit": _worker_exit,
+                "loglevel": "warning",
+                "proc_name": "voltrace",
+            }
+            for key, value in settings.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            global _worker_telemetry
+            telemetry_config = config.telemetry
+            if telemetry_config.metrics_port is not None:
+                telemetry_config = dataclasses.replace(
+                    telemetry_config, metrics_port=telemetry_config.metrics_port + _worker_slot)
+            _worker_telemetry = Telemetry.create(telemetry_config)
+            return build_service(config, _worker_telemetry)
+
+    return VoltraceApplication()
+
+
+def serve(config: ServeConfig) -> int:
+    """Run ``voltrace serve`` until SIGTERM (graceful, flushes) or SIGINT."""
+    _gunicorn_application(config).run()
+    return 0

@@ -1,0 +1,371 @@
+"""Telemetry setup: one ``Telemetry`` per service in the process.
+
+Traces, logs and metrics for a service come from one object, configured from
+the standard ``OTEL_*`` variables plus voltrace's file options::
+
+    telemetry = Telemetry.create(TelemetryConfig(traces_file="traces.jsonl"))
+    app = telemetry.instrument_wsgi(build_app(Pipeline(env, observer=telemetry.observer)))
+    ...
+    telemetry.shutdown()          # flushes every span and log line
+
+Honoured variables: ``OTEL_SDK_DISABLED``, ``OTEL_SERVICE_NAME``,
+``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_EXPORTER`` (otlp, console, none;
+default none unless ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` is set),
+``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` (grpc, http/protobuf; default
+http/protobuf), ``OTEL_EXPORTER_OTLP_*`` endpoint/headers/timeout,
+``OTEL_TRACES_SAMPLER[_ARG]``, ``OTEL_BSP_*``, ``OTEL_METRICS_EXPORTER``
+(prometheus, otlp, none) and ``OTEL_SEMCONV_STABILITY_OPT_IN`` (default
+``http``: the stable HTTP conventions).
+
+Exports never block a request: spans leave through a BatchSpanProcessor's
+queue, and what an exporter fails to send is counted (``dropped_spans``), logged
+and measured (``voltrace.telemetry.spans.dropped``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+# Must be set before any instrumentation reads it (once per process).
+os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+
+from voltrace import __version__
+from voltrace.telemetry import capture
+from voltrace.telemetry.exporters import (
+    CountingExporter,
+    JaegerFileExporter,
+    OtlpJsonFileExporter,
+)
+from voltrace.telemetry.logs import make_logger
+from voltrace.telemetry.metrics import VolumeMetrics
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() == "true"
+
+
+def sdk_disabled() -> bool:
+    return _env_flag("OTEL_SDK_DISABLED")
+
+
+def trace_exporter_names(extra_otlp: bool = False) -> list[str]:
+    """OTEL_TRACES_EXPORTER as a list; unset means none unless an endpoint is set."""
+    raw = os.environ.get("OTEL_TRACES_EXPORTER")
+    if raw is None:
+        endpoint_set = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                            or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+        names = ["otlp"] if endpoint_set else []
+    else:
+        names = [n.strip().lower() for n in raw.split(",") if n.strip()]
+        names = [n for n in names if n != "none"]
+    if extra_otlp and "otlp" not in names:
+        names.append("otlp")
+    unknown = set(names) - {"otlp", "console"}
+    if unknown:
+        raise ValueError(f"OTEL_TRACES_EXPORTER: unsupported exporter(s) {sorted(unknown)}; "
+                         "use otlp, console or none")
+    return names
+
+
+def otlp_span_exporter() -> SpanExporter:
+    protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").strip()
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        return OTLPSpanExporter()
+    if protocol in ("http/protobuf", "http"):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+        return Http()
+    raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol {protocol!r}; "
+                     "use grpc or http/protobuf")
+
+
+@dataclass
+class TelemetryConfig:
+    """What to emit and where; everything else comes from ``OTEL_*``."""
+
+    service_name: str = "nova-api"
+    # False for a second service in the same process (the demo's cinder-api),
+    # which must keep its own name whatever OTEL_SERVICE_NAME says.
+    use_env_service_name: bool = True
+    traces_file: str | None = None
+    jaeger_file: str | None = None
+    otlp: bool = False  # also export over OTLP, whatever OTEL_TRACES_EXPORTER says
+    log_stream: TextIO | None = None  # default: stderr
+    log_file: str | None = None
+    log_format: str = "auto"  # auto (console on a TTY, else json), json, console
+    log_level: str = "info"
+    logs_enabled: bool = True
+    metrics_port: int | None = None  # Prometheus /metrics
+    metric_readers: list[MetricReader] = field(default_factory=list)
+    # Batch in production; "simple" exports synchronously (tests, tiny demos).
+    span_processor: str = "batch"
+    instrument_requests: bool = True
+    # Called with (client span, requests.PreparedRequest) before each Cinder call:
+    # the OSProfiler bridge adds its signed headers here.
+    request_hooks: list[Callable[[Any, Any], None]] = field(default_factory=list)
+
+
+class Telemetry:
+    """Tracer, logger and metrics of one service, and their orderly shutdown."""
+
+    def __init__(
+        self, config: TelemetryConfig, *,
+        shared_exporters: list[SpanExporter] | None = None, logger: Any = None,
+    ) -> None:
+        self.config = config
+        self.enabled = not sdk_disabled()
+        self.dropped_spans = 0
+        self._drop_lock = threading.Lock()
+        self._span_exporters: list[CountingExporter] = []
+        self._processors: list[SpanProcessor] = []
+        self._log_file: TextIO | None = None
+        self._metrics_server: Any = None
+        self._closed = False
+        self.service_name = self._service_name()
+        self.resource = Resource.create({
+            "service.name": self.service_name,
+            "service.namespace": "openstack",
+            "service.version": __version__,
+        })
+        self.logger = logger if logger is not None else self._make_logger()
+        self.tracer_provider = self._make_tracer_provider(shared_exporters)
+        self.tracer = self.tracer_provider.get_tracer("voltrace", __version__)
+        self.meter_provider = self._make_meter_provider()
+        self.metrics = VolumeMetrics(self.meter_provider.get_meter("voltrace", __version__))
+        self._requests_instrumented = False
+
+    @classmethod
+    def create(cls, config: TelemetryConfig | None = None) -> Telemetry:
+        telemetry = cls(config or TelemetryConfig())
+        if telemetry.enabled and telemetry.config.instrument_requests:
+            telemetry._instrument_requests()
+        return telemetry
+
+    def sibling(self, service_name: str) -> Telemetry:
+        """A second service in this process, sharing this one's exporters and log output.
+
+        The demo runs cinder-api's simulator beside nova-api: one create is still
+        one trace in one file, with each span under its own service's resource.
+        """
+        config = dataclasses.replace(
+            self.config, service_name=service_name, use_env_service_name=False,
+            log_file=None, metrics_port=None, metric_readers=[], instrument_requests=False,
+        )
+        return Telemetry(config, shared_exporters=[_NoShutdown(e) for e in self._span_exporters],
+                         logger=self.logger.bind(service=service_name))
+
+    # -- construction -------------------------------------------------------
+
+    def _service_name(self) -> str:
+        if self.config.use_env_service_name and os.environ.get("OTEL_SERVICE_NAME"):
+            return os.environ["OTEL_SERVICE_NAME"]
+        return self.config.service_name
+
+    def _make_logger(self) -> Any:
+        stream = self.config.log_stream
+        if self.config.log_file:
+            directory = os.path.dirname(os.path.abspath(self.config.log_file))
+            os.makedirs(directory, exist_ok=True)
+            self._log_file = open(self.config.log_file, "a", encoding="utf-8")  # noqa: SIM115
+            stream = self._log_file
+        return make_logger(
+            stream or sys.stderr,
+            fmt=self.config.log_format,
+            level=self.config.log_level if self.config.logs_enabled else "off",
+            service=self.service_name,
+        )
+
+    def _processor_for(self, exporter: SpanExporter) -> SpanProcessor:
+        if self.config.span_processor == "simple":
+            return SimpleSpanProcessor(exporter)
+        return BatchSpanProcessor(exporter)
+
+    def _make_tracer_provider(self, shared: list[SpanExporter] | None) -> TracerProvider:
+        if not self.enabled:
+            return trace.NoOpTracerProvider()  # type: ignore[return-value]
+        provider = TracerProvider(resource=self.resource)
+        provider.add_span_processor(capture.HUB)
+        if shared is not None:
+            for exporter in shared:
+                processor = self._processor_for(exporter)
+                self._processors.append(processor)
+                provider.add_span_processor(processor)
+            return provider
+        exporters: list[tuple[str, SpanExporter]] = []
+        if self.config.traces_file:
+            exporters.append(("traces_file", OtlpJsonFileExporter(self.config.traces_file)))
+        if self.config.jaeger_file:
+            exporters.append(("jaeger_file", JaegerFileExporter(self.config.jaeger_file)))
+        for name in trace_exporter_names(extra_otlp=self.config.otlp):
+            exporter = otlp_span_exporter() if name == "otlp" else ConsoleSpanExporter()
+            exporters.append((name, exporter))
+        for name, exporter in exporters:
+            counting = CountingExporter(exporter, name, on_drop=self._on_dropped_spans)
+            self._span_exporters.append(counting)
+            processor = self._processor_for(counting)
+            self._processors.append(processor)
+            provider.add_span_processor(processor)
+        return provider
+
+    def _make_meter_provider(self) -> Any:
+        if not self.enabled:
+            return otel_metrics.NoOpMeterProvider()
+        readers: list[MetricReader] = list(self.config.metric_readers)
+        names = [n.strip().lower() for n in
+                 os.environ.get("OTEL_METRICS_EXPORTER", "prometheus").split(",")]
+        if self.config.metrics_port is not None and "prometheus" in names:
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
+            from prometheus_client import start_http_server
+
+            readers.append(PrometheusMetricReader())
+            self._metrics_server = start_http_server(self.config.metrics_port, addr="127.0.0.1")
+        if "otlp" in names:
+            readers.append(_otlp_metric_reader())
+        if not readers:
+            return otel_metrics.NoOpMeterProvider()
+        return MeterProvider(resource=self.resource, metric_readers=readers)
+
+    def _instrument_requests(self) -> None:
+        # `requests` is instrumented once per process, for one provider at a time:
+        # the newest Telemetry owns it, and hands it back when it shuts down.
+        with _REQUESTS_LOCK:
+            _REQUESTS_OWNERS.append(self)
+            _instrument_requests_for(self)
+        self._requests_instrumented = True
+
+    def _release_requests(self) -> None:
+        with _REQUESTS_LOCK:
+            was_owner = bool(_REQUESTS_OWNERS) and _REQUESTS_OWNERS[-1] is self
+            if self in _REQUESTS_OWNERS:
+                _REQUESTS_OWNERS.remove(self)
+            if was_owner:
+                _instrument_requests_for(_REQUESTS_OWNERS[-1] if _REQUESTS_OWNERS else None)
+
+    # -- use ----------------------------------------------------------------
+
+    @property
+    def observer(self) -> Any:
+        """The PipelineObserver that emits this service's spans, logs and metrics."""
+        from voltrace.telemetry.observer import TelemetryObserver
+
+        if not hasattr(self, "_observer"):
+            self._observer = TelemetryObserver(self)
+        return self._observer
+
+    def instrument_wsgi(self, app: Any) -> Any:
+        from voltrace.telemetry.wsgi import instrument_app
+
+        return instrument_app(app, self)
+
+    def _on_dropped_spans(self, exporter: str, count: int, reason: str) -> None:
+        with self._drop_lock:
+            self.dropped_spans += count
+        self.metrics.spans_dropped(count, exporter, reason)
+        self.logger.warning("telemetry.spans_dropped", exporter=exporter, dropped=count,
+                            reason=reason, dropped_total=self.dropped_spans)
+
+    def force_flush(self, timeout_s: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        ok = True
+        for processor in self._processors:
+            remaining = max(0.0, deadline - time.monotonic())
+            ok = processor.force_flush(int(remaining * 1000)) and ok
+        for counting in self._span_exporters:
+            counting.force_flush()
+        return ok
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Flush and close everything; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self.force_flush(timeout_s)
+        if self._requests_instrumented:
+            self._release_requests()
+        if isinstance(self.tracer_provider, TracerProvider):
+            self.tracer_provider.shutdown()
+        if isinstance(self.meter_provider, MeterProvider):
+            self.meter_provider.shutdown(timeout_millis=timeout_s * 1000)
+        if self._metrics_server is not None:
+            server, _thread = self._metrics_server
+            server.shutdown()
+            server.server_close()
+        if self._log_file is not None:
+            self._log_file.flush()
+            self._log_file.close()
+
+
+_REQUESTS_LOCK = threading.Lock()
+_REQUESTS_OWNERS: list[Telemetry] = []
+
+
+def _instrument_requests_for(owner: Telemetry | None) -> None:
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+
+    instrumentor = RequestsInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+    if owner is not None:
+        hooks = tuple(owner.config.request_hooks)
+
+        def request_hook(span: Any, request: Any) -> None:
+            for hook in hooks:
+                hook(span, request)
+
+        instrumentor.instrument(
+            tracer_provider=owner.tracer_provider,
+            meter_provider=owner.meter_provider,
+            request_hook=request_hook if hooks else None,
+            # The simulator's admin routes are tooling, not part of any create.
+            excluded_urls="/__sim__/",
+        )
+
+
+class _NoShutdown(SpanExporter):
+    """Shares an exporter without letting the borrower close it."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+
+    def export(self, spans: Any) -> Any:
+        return self.inner.export(spans)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def _otlp_metric_reader() -> MetricReader:
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    protocol = (os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
+                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf")
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    return PeriodicExportingMetricReader(OTLPMetricExporter())
+
