@@ -647,7 +647,8 @@ def test_admin_endpoints(sim: CinderSimulator, project: str) -> None:
 
 
 def test_stop_is_idempotent_and_closes_keepalive(project: str) -> None:
-    """stop() can be called twice and also ends idle keep-alive connections."""
+    """stop() can be called twice (or before start) and ends idle keep-alive connections."""
+    CinderSimulator().stop()
     simulator = CinderSimulator().start()
     with requests.Session() as http:
         assert http.get(simulator.url + "/", timeout=5).status_code == 300

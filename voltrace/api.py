@@ -68,9 +68,9 @@ class FaultWrapper:
 
 def fault_response(fault: NovaFault, api_version: Any) -> webob.Response:
     """nova/api/openstack/wsgi.py:Fault.__call__."""
-    response = webob.Response(status=fault.status, charset="UTF-8")
-    response.content_type = "application/json"
-    response.body = json.dumps(fault.body()).encode("utf-8")
+    response = webob.Response(status=fault.status, body=json.dumps(fault.body()).encode("utf-8"))
+    # Nova sets content_type then charset; webob renders both for a Fault.
+    response.headers["Content-Type"] = "application/json; charset=UTF-8"
     for name, value in fault.headers.items():
         response.headers[name] = value
     if api_version is not None:

@@ -17,9 +17,10 @@ Usage::
         ...
         assert sim.recorded[0].headers["X-OpenStack-Request-ID"].startswith("req-")
 
-From the command line (see :func:`add_cli_arguments`)::
+From the command line (:func:`add_cli_arguments` and :func:`run_cli` let another CLI
+offer the same options)::
 
-    voltrace cinder-sim --port 8776 --fault volumes.create:latency_ms=300
+    python -m voltrace.cinder_sim --port 8776 --fault volumes.create:latency_ms=300
 
 Cinder API served (``{p}`` is any project id; ``X-Auth-Token`` is required but never
 validated, as if keystonemiddleware had accepted every token):
@@ -1208,6 +1209,7 @@ class _State:
         self.volumes: dict[str, _Volume] = {}
         self.snapshots: dict[str, _Snapshot] = {}
         self.quotas: dict[str, dict[str, int]] = {}
+        self._usage: dict[str, dict[str, int]] = {}  # project -> resource -> in_use
 
     def _full_defaults(self, overrides: dict[str, int]) -> dict[str, int]:
         defaults = dict(_BASE_QUOTA_DEFAULTS)
@@ -1226,6 +1228,7 @@ class _State:
             self.volumes.clear()
             self.snapshots.clear()
             self.quotas.clear()
+            self._usage.clear()
 
     # ---- volumes ----------------------------------------------------------------------
 
@@ -1453,6 +1456,7 @@ class _State:
         )
         with self.lock:
             self.volumes[volume.id] = volume
+            self._count(project_id, "volumes", volume.volume_type, volume.size)
         return volume
 
     def settle_volume(self, volume: _Volume) -> None:
@@ -1537,6 +1541,7 @@ class _State:
         )
         with self.lock:
             self.snapshots[snapshot.id] = snapshot
+            self._count(project_id, "snapshots", plan["volume"].volume_type, snapshot.size)
         return snapshot
 
     def settle_snapshot(self, snapshot: _Snapshot, status: str = "available") -> None:
@@ -1559,26 +1564,17 @@ class _State:
             return {**self.defaults, **self.quotas.get(project_id, {})}
 
     def usage(self, project_id: str) -> dict[str, int]:
-        used: dict[str, int] = {}
-
-        def add(name: str, amount: int) -> None:
-            used[name] = used.get(name, 0) + amount
-
+        """in_use per quota resource (nothing is ever deleted, so it only grows)."""
         with self.lock:
-            for vol in self.volumes.values():
-                if vol.project_id == project_id:
-                    for suffix in ("", f"_{vol.volume_type}"):
-                        add(f"volumes{suffix}", 1)
-                        add(f"gigabytes{suffix}", vol.size)
-            for snap in self.snapshots.values():
-                if snap.project_id == project_id:
-                    volume = self.volumes.get(snap.volume_id)
-                    type_name = volume.volume_type if volume else "__DEFAULT__"
-                    for suffix in ("", f"_{type_name}"):
-                        add(f"snapshots{suffix}", 1)
-                        # no_snapshot_gb_quota is False by default
-                        add(f"gigabytes{suffix}", snap.size)
-        return used
+            return dict(self._usage.get(project_id, {}))
+
+    def _count(self, project_id: str, kind: str, type_name: str, size: int) -> None:
+        """Book a new volume or snapshot against its project's usage."""
+        used = self._usage.setdefault(project_id, {})
+        for suffix in ("", f"_{type_name}"):
+            used[f"{kind}{suffix}"] = used.get(f"{kind}{suffix}", 0) + 1
+            # Snapshots count against gigabytes too (no_snapshot_gb_quota is False).
+            used[f"gigabytes{suffix}"] = used.get(f"gigabytes{suffix}", 0) + size
 
     def quota_set(self, project_id: str, *, usage: bool) -> dict[str, Any]:
         limits = self.limits(project_id)
@@ -1680,7 +1676,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:
         self._dispatch()
 
-    def _read_body(self) -> bytes | None:
+    def _read_body(self) -> bytes:
+        """The request body (Content-Length or chunked); ValueError if it is malformed."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             chunks = []
             while True:
@@ -1692,21 +1689,14 @@ class _Handler(BaseHTTPRequestHandler):
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline()
         length = self.headers.get("Content-Length")
-        if not length:
-            return b""
-        try:
-            return self.rfile.read(int(length))
-        except ValueError:
-            return None
+        return self.rfile.read(int(length)) if length else b""
 
     def _dispatch(self) -> None:
         sim = self.server.simulator
         try:
             body = self._read_body()
         except ValueError:
-            body = None
-        if body is None:
-            self.close_connection = True
+            self.close_connection = True  # we no longer know where the next request starts
             self._write(_Response(400, [("Content-Type", "text/plain")], b"bad request body"))
             return
         path = urlsplit(self.path).path
