@@ -21,6 +21,7 @@ from cinderclient import client as cinder_client
 from cinderclient import exceptions as cinder_exc
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import plugin, session
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -739,16 +740,18 @@ def test_server_span_continues_callers_trace(
 ) -> None:
     """The SERVER span joins the caller's W3C trace; step spans are its children."""
     traceparent, trace_id, parent_id = _traceparent()
-    post_volume(
-        traced_sim,
-        project,
-        nova_body(size=2),
-        headers={
-            "traceparent": traceparent,
-            "X-OpenStack-Request-ID": GLOBAL_ID,
-            "User-Agent": "python-cinderclient",
-        },
-    )
+    # The suite instruments `requests` for nova-api; keep it from replacing our traceparent.
+    with suppress_http_instrumentation():
+        post_volume(
+            traced_sim,
+            project,
+            nova_body(size=2),
+            headers={
+                "traceparent": traceparent,
+                "X-OpenStack-Request-ID": GLOBAL_ID,
+                "User-Agent": "python-cinderclient",
+            },
+        )
     spans = _spans_by_name(exporter)
     assert set(spans) == {"POST /v3/{project_id}/volumes", "validate", "check_quota", "persist"}
     server = spans["POST /v3/{project_id}/volumes"]
