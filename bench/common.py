@@ -31,13 +31,23 @@ if str(REPO) not in sys.path:
 from tests.support.rotel import RotelCollector, free_port  # noqa: E402
 
 BENCH_PROJECT = "bench-project"
-BENCH_TOKEN = "bench-token"  # noqa: S105 - a dummy; the simulator never validates tokens
+BENCH_TOKEN = "bench-token"
 STAGES = ("parse", "authorize", "resolve_snapshot", "derive_size", "call_cinder", "translate")
 SERVER, CLIENT = 2, 3  # OTLP span kinds
 
 __all__ = [
-    "BENCH_PROJECT", "BENCH_TOKEN", "RotelCollector", "Proc", "TraceCheck", "check_traces",
-    "free_port", "percentile", "start_serve", "start_sim", "summarise", "wait_for_port",
+    "BENCH_PROJECT",
+    "BENCH_TOKEN",
+    "Proc",
+    "RotelCollector",
+    "TraceCheck",
+    "check_traces",
+    "free_port",
+    "percentile",
+    "start_serve",
+    "start_sim",
+    "summarise",
+    "wait_for_port",
 ]
 
 
@@ -116,8 +126,7 @@ def start_sim(workdir: Path, *, traces_file: Path | None = None) -> Proc:
     """``voltrace cinder-sim`` in its own process; untraced unless traces_file is given."""
     port = free_port()
     log = workdir / f"cinder-sim-{port}.log"
-    args = [sys.executable, "-m", "voltrace", "cinder-sim", "--port", str(port),
-            "--log-level", "off"]
+    args = [sys.executable, "-m", "voltrace", "cinder-sim", "--port", str(port)]
     env: dict[str, str] = {}
     if traces_file is not None:
         args += ["--traces-file", str(traces_file)]

@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     BENCH_PROJECT,
     BENCH_TOKEN,
     RotelCollector,
@@ -47,7 +47,7 @@ from common import (  # noqa: E402
     summarise,
 )
 
-from voltrace.client import NovaClient, identity_headers  # noqa: E402
+from voltrace.client import NovaClient, identity_headers
 
 MODES = ("on", "off", "floor")
 BODY = {"size": 1, "display_name": "bench"}

@@ -21,8 +21,8 @@ from voltrace.telemetry import Telemetry, TelemetryConfig
 from voltrace.testing import Captured, capture
 
 # Every token, key and password the suite uses; test_secrets.py scans for them.
-TEST_TOKEN = "tok-SECRET-7f3a9c"  # noqa: S105
-TEST_HMAC_KEY = "hmac-SECRET-51d2e8"  # noqa: S105
+TEST_TOKEN = "tok-SECRET-7f3a9c"
+TEST_HMAC_KEY = "hmac-SECRET-51d2e8"
 SECRETS = (TEST_TOKEN, TEST_HMAC_KEY)
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,7 @@ from voltrace.cinder import CinderSettings, VolumeAPI
 from voltrace.context import Environment
 from voltrace.pipeline import Pipeline
 from voltrace.policy import VolumePolicy
-from voltrace.telemetry import Telemetry, TelemetryConfig
+from voltrace.telemetry import Telemetry, TelemetryConfig, sdk_disabled
 
 
 @dataclass
@@ -91,6 +92,11 @@ class EmbeddedServer:
 _worker_telemetry: Telemetry | None = None
 _worker_slot = 0
 
+# Telemetry.shutdown gets this long to flush; gunicorn's graceful_timeout must exceed it plus
+# the longest in-flight request, or the arbiter SIGKILLs the worker mid-flush.
+TELEMETRY_FLUSH_TIMEOUT_S = 10.0
+GRACEFUL_TIMEOUT_S = 30
+
 
 def _pre_fork(server: Any, worker: Any) -> None:
     # Each worker gets a stable slot, so --metrics-port P serves P, P+1, ...
@@ -104,8 +110,26 @@ def _post_fork(server: Any, worker: Any) -> None:
 
 
 def _worker_exit(server: Any, worker: Any) -> None:
-    if _worker_telemetry is not None:
-        _worker_telemetry.shutdown()
+    # Runs in the worker after its last request (SIGTERM: graceful; SIGINT/SIGQUIT: quick),
+    # so every span still queued and every log line reaches its exporter before exit.
+    global _worker_telemetry
+    telemetry, _worker_telemetry = _worker_telemetry, None
+    if telemetry is not None:
+        telemetry.shutdown(timeout_s=TELEMETRY_FLUSH_TIMEOUT_S)
+
+
+def _worker_config(config: ServeConfig, slot: int) -> TelemetryConfig:
+    """This worker's telemetry: worker ``i`` serves /metrics on ``metrics_port + i``."""
+    telemetry_config = config.telemetry
+    if telemetry_config.metrics_port is not None:
+        telemetry_config = dataclasses.replace(
+            telemetry_config, metrics_port=telemetry_config.metrics_port + slot)
+    return telemetry_config
+
+
+def telemetry_off(config: TelemetryConfig) -> bool:
+    """Spans and metrics disabled (OTEL_SDK_DISABLED) and logs off: nothing to build."""
+    return sdk_disabled() and not config.logs_enabled
 
 
 def _gunicorn_application(config: ServeConfig) -> Any:
@@ -119,7 +143,7 @@ def _gunicorn_application(config: ServeConfig) -> Any:
                 "worker_class": "gthread",
                 "threads": config.threads,
                 "keepalive": 5,
-                "graceful_timeout": 15,
+                "graceful_timeout": GRACEFUL_TIMEOUT_S,
                 "timeout": 120,
                 "preload_app": False,  # build telemetry after fork, in the worker
                 "pre_fork": _pre_fork,
@@ -128,15 +152,20 @@ def _gunicorn_application(config: ServeConfig) -> Any:
                 "loglevel": "warning",
                 "proc_name": "voltrace",
             }
+            if os.path.isdir("/dev/shm"):
+                # The worker heartbeat file: on tmpfs, never stalled by a slow disk.
+                settings["worker_tmp_dir"] = "/dev/shm"
             for key, value in settings.items():
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
+            # Called in the worker, after fork (preload_app=False): the
+            # BatchSpanProcessor's thread, the gRPC channel and the Prometheus
+            # server all belong to this process only.
             global _worker_telemetry
-            telemetry_config = config.telemetry
-            if telemetry_config.metrics_port is not None:
-                telemetry_config = dataclasses.replace(
-                    telemetry_config, metrics_port=telemetry_config.metrics_port + _worker_slot)
+            telemetry_config = _worker_config(config, _worker_slot)
+            if telemetry_off(telemetry_config):
+                return build_service(config, None)  # the bare app: no observer at all
             _worker_telemetry = Telemetry.create(telemetry_config)
             return build_service(config, _worker_telemetry)
 

@@ -1,0 +1,1 @@
+"""Developer tools: real OpenStack components to run voltrace against (never imported by it)."""
