@@ -159,8 +159,14 @@ def _unlimited_quota(port: int) -> None:
 def start_serve(
     workdir: Path, name: str, sim: Proc, *, telemetry: bool, workers: int = 1,
     threads: int = 16, collector: RotelCollector | None = None, extra_env: dict | None = None,
+    traces_file: bool = True, logs: bool = True, metrics: bool = True,
+    extra_args: list[str] | None = None,
 ) -> tuple[Proc, dict[str, Path]]:
-    """``voltrace serve`` as a real gunicorn process; telemetry fully on or fully off."""
+    """``voltrace serve`` as a real gunicorn process; telemetry fully on or fully off.
+
+    With ``telemetry``, spans go to a traces file and (given ``collector``) over OTLP/gRPC,
+    logs to a JSON file, metrics to a Prometheus reader; the flags switch single parts off.
+    """
     port = free_port()
     log = workdir / f"{name}.log"
     files: dict[str, Path] = {}
@@ -169,9 +175,18 @@ def start_serve(
             "--cinder-endpoint", f"http://127.0.0.1:{sim.port}/v3/%(project_id)s"]
     env: dict[str, str] = dict(extra_env or {})
     if telemetry:
-        files = {"traces": workdir / f"{name}-traces.jsonl", "logs": workdir / f"{name}-logs.jsonl"}
-        args += ["--traces-file", str(files["traces"]), "--log-file", str(files["logs"]),
-                 "--log-format", "json", "--metrics-port", str(free_port())]
+        if traces_file:
+            files["traces"] = workdir / f"{name}-traces.jsonl"
+            args += ["--traces-file", str(files["traces"])]
+        if logs:
+            files["logs"] = workdir / f"{name}-logs.jsonl"
+            args += ["--log-file", str(files["logs"]), "--log-format", "json"]
+        else:
+            # Not "--log-level off": below error, structlog's filtering logger makes every
+            # info/warning call a no-op, which is what "off" costs anyway.
+            args += ["--log-level", "error", "--log-file", os.devnull]
+        if metrics:
+            args += ["--metrics-port", str(free_port())]
         if collector is not None:
             args.append("--otlp")
             env.update(OTEL_EXPORTER_OTLP_ENDPOINT=collector.grpc_endpoint,
@@ -179,6 +194,7 @@ def start_serve(
     else:
         args += ["--log-level", "off"]
         env["OTEL_SDK_DISABLED"] = "true"
+    args += extra_args or []
     with open(log, "ab") as out:
         popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
                                  env=_python_env(env), cwd=REPO)

@@ -45,7 +45,8 @@ CREATE_ROWS = [
       f"Invalid input received: Invalid size (HTTP 400) (Request-ID: {CINDER_REQ})"}},
      "cinder_bad_request"),
     (cinder_fault(403, "forbidden", "Policy says no"), 403,
-     {"forbidden": {"code": 403, "message": f"Policy says no (HTTP 403) (Request-ID: {CINDER_REQ})"}},
+     {"forbidden": {"code": 403,
+                    "message": f"Policy says no (HTTP 403) (Request-ID: {CINDER_REQ})"}},
      "cinder_forbidden"),
     (Fault("volumes.create", status=413, headers={"Retry-After": "0"}, body={"overLimit": {
         "code": 413, "message": "VolumeLimitExceeded: Maximum number of volumes allowed (1) "

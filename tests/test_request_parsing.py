@@ -1,4 +1,4 @@
-"""What happens before the schema: body limit, identity, Content-Type, JSON (spec §1 steps 0–3)."""
+"""What happens before the schema: body limit, identity, Content-Type, JSON (spec §1 steps 0-3)."""
 
 from __future__ import annotations
 

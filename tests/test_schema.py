@@ -17,12 +17,12 @@ INVALID = [
      "Invalid input for field/attribute size. Value: #$%. '#$%' does not match '^[0-9]+$'"),
     ({"volume": {"size": ""}},
      "Invalid input for field/attribute size. Value: . '' does not match '^[0-9]+$'"),
-    ({"volume": {"size": 1.5}},
-     "Invalid input for field/attribute size. Value: 1.5. 1.5 is not of type 'integer', 'string'"),
-    ({"volume": {"size": True}},
-     "Invalid input for field/attribute size. Value: True. True is not of type 'integer', 'string'"),
-    ({"volume": {"size": None}},
-     "Invalid input for field/attribute size. Value: None. None is not of type 'integer', 'string'"),
+    ({"volume": {"size": 1.5}}, "Invalid input for field/attribute size. "
+     "Value: 1.5. 1.5 is not of type 'integer', 'string'"),
+    ({"volume": {"size": True}}, "Invalid input for field/attribute size. "
+     "Value: True. True is not of type 'integer', 'string'"),
+    ({"volume": {"size": None}}, "Invalid input for field/attribute size. "
+     "Value: None. None is not of type 'integer', 'string'"),
     ({"volume": {"display_name": "x"}},
      "Invalid input for field/attribute volume. Value: {'display_name': 'x'}. "
      "'size' is a required property"),

@@ -1,4 +1,4 @@
-"""Creates from a snapshot, and the seed's --size-from-snapshot fallback (spec §1 steps 8–9)."""
+"""Creates from a snapshot, and the seed's --size-from-snapshot fallback (spec §1 steps 8-9)."""
 
 from __future__ import annotations
 

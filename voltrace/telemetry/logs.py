@@ -13,8 +13,9 @@ import structlog
 
 from voltrace.telemetry.capture import forward_to_listeners
 
+# "off" filters everything voltrace emits (it never logs at CRITICAL).
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-          "error": logging.ERROR, "off": logging.CRITICAL + 10}
+          "error": logging.ERROR, "off": logging.CRITICAL}
 
 # Keys that must never reach a log line, whatever a caller binds.
 SECRET_KEYS = frozenset({"auth_token", "x-auth-token", "token", "password", "hmac_key",

@@ -1,0 +1,177 @@
+"""Exports: OTLP JSON lines, Jaeger upload JSON, and OTLP gRPC/HTTP to a real collector."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import member_headers, require
+from tests.support.rotel import RotelCollector
+from voltrace.cinder import CinderSettings
+from voltrace.cinder_sim import CinderSimulator
+from voltrace.client import NovaClient
+from voltrace.server import EmbeddedServer, ServeConfig, build_service
+from voltrace.telemetry import Telemetry, TelemetryConfig, trace_exporter_names
+
+
+@contextmanager
+def traced_stack(**config) -> Iterator[NovaClient]:
+    """nova-api and cinder-api with their own Telemetry, shut down (flushed) on exit."""
+    nova_telemetry = Telemetry.create(TelemetryConfig(
+        service_name="nova-api", use_env_service_name=False, logs_enabled=False, **config))
+    cinder_telemetry = nova_telemetry.sibling("cinder-api")
+    sim = CinderSimulator(deterministic=True,
+                          tracer_provider=cinder_telemetry.tracer_provider).start()
+    service = build_service(ServeConfig(cinder=CinderSettings(
+        endpoint_template=sim.endpoint_template, http_retries=0)), nova_telemetry)
+    server = EmbeddedServer(service).start()
+    client = NovaClient(server.url)
+    try:
+        yield client
+    finally:
+        client.close()
+        server.stop()
+        sim.stop()
+        cinder_telemetry.shutdown()
+        nova_telemetry.shutdown()
+
+
+def otlp_spans(path: Path) -> list[dict]:
+    """Flatten an OTLP JSON-lines file into spans tagged with their service."""
+    spans = []
+    for line in path.read_text().splitlines():
+        request = json.loads(line)
+        for resource_spans in request["resourceSpans"]:
+            attrs = {a["key"]: a["value"] for a in resource_spans["resource"]["attributes"]}
+            service = attrs["service.name"]["stringValue"]
+            for scope_spans in resource_spans["scopeSpans"]:
+                for span in scope_spans["spans"]:
+                    spans.append({**span, "service": service})
+    return spans
+
+
+def test_traces_file_is_otlp_json_one_request_per_line(tmp_path):
+    """The Collector file-exporter shape: hex ids, numeric kinds, string nanos; one trace."""
+    path = tmp_path / "traces.jsonl"
+    with traced_stack(traces_file=str(path)) as client:
+        assert client.create_volume({"size": 1}, headers=member_headers()).status == 200
+    spans = otlp_spans(path)
+    assert {s["service"] for s in spans} == {"nova-api", "cinder-api"}
+    assert len({s["traceId"] for s in spans}) == 1
+    by_id = {s["spanId"]: s for s in spans}
+    for span in spans:
+        assert len(span["traceId"]) == 32 and int(span["traceId"], 16)
+        assert len(span["spanId"]) == 16
+        assert isinstance(span["kind"], int)
+        assert int(span["startTimeUnixNano"]) <= int(span["endTimeUnixNano"])
+        if span.get("parentSpanId"):
+            assert span["parentSpanId"] in by_id, span["name"]
+    roots = [s for s in spans if not s.get("parentSpanId")]
+    assert [r["name"] for r in roots] == ["POST /v2.1/os-volumes"]
+    names = {s["name"] for s in spans}
+    assert {"create_volume", "parse", "authorize", "resolve_snapshot", "derive_size",
+            "call_cinder", "translate", "POST /v3/{project_id}/volumes"} <= names
+
+
+def test_failed_create_in_the_traces_file(tmp_path):
+    """A failure shows the failing stage with status ERROR (code 2) and its exception event."""
+    path = tmp_path / "traces.jsonl"
+    with traced_stack(traces_file=str(path)) as client:
+        client.create_volume({"size": 1, "snapshot_id": "nope"}, headers=member_headers())
+    spans = {s["name"]: s for s in otlp_spans(path)}
+    failing = spans["resolve_snapshot"]
+    assert failing["status"]["code"] == 2
+    assert [e["name"] for e in failing["events"]] == ["exception"]
+    server_attrs = {a["key"]: a["value"] for a in spans["POST /v2.1/os-volumes"]["attributes"]}
+    assert server_attrs["voltrace.failed_stage"] == {"stringValue": "resolve_snapshot"}
+    assert server_attrs["voltrace.outcome"] == {"stringValue": "client_error"}
+
+
+def test_jaeger_file_is_jaegers_upload_model(tmp_path):
+    """{"data": [trace]} with references, µs times, tags and one process per service."""
+    path = tmp_path / "jaeger.json"
+    with traced_stack(jaeger_file=str(path)) as client:
+        client.create_volume({"size": 1}, headers=member_headers())
+        client.create_volume({"size": 0}, headers=member_headers())
+    document = json.loads(path.read_text())
+    assert len(document["data"]) == 2
+    trace = next(t for t in document["data"] if len(t["spans"]) > 5)
+    services = {p["serviceName"] for p in trace["processes"].values()}
+    assert services == {"nova-api", "cinder-api"}
+    span_ids = {s["spanID"] for s in trace["spans"]}
+    for span in trace["spans"]:
+        assert set(span) >= {"traceID", "spanID", "operationName", "references", "startTime",
+                             "duration", "tags", "logs", "processID"}
+        assert span["processID"] in trace["processes"]
+        for ref in span["references"]:
+            assert ref["refType"] == "CHILD_OF" and ref["spanID"] in span_ids
+    failed = next(t for t in document["data"] if t is not trace)
+    parse = next(s for s in failed["spans"] if s["operationName"] == "parse")
+    assert {"key": "error", "type": "bool", "value": True} in parse["tags"]
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_otlp_export_to_a_real_collector(tmp_path, monkeypatch, protocol):
+    """Both services' spans reach rotel with their service names and parent links intact."""
+    require(Path(__import__("rotel").__file__).parent.joinpath("rotel-agent").exists(),
+            "rotel-agent binary (pip install rotel==0.0.1a15)")
+    with RotelCollector(tmp_path) as collector:
+        endpoint = collector.grpc_endpoint if protocol == "grpc" else collector.http_endpoint
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+        monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
+        with traced_stack() as client:
+            assert client.create_volume({"size": 1}, headers=member_headers()).status == 200
+        spans = collector.wait_for_spans(lambda got: len(got) >= 15)
+    services = {s["resource"]["service.name"] for s in spans}
+    assert services == {"nova-api", "cinder-api"}
+    by_id = {s["span_id"]: s for s in spans}
+    cinder_server = next(s for s in spans if s["name"] == "POST /v3/{project_id}/volumes")
+    client_span = by_id[cinder_server["parent_span_id"]]
+    assert client_span["resource"]["service.name"] == "nova-api"
+    assert client_span["name"] == "POST"
+    assert by_id[client_span["parent_span_id"]]["name"] == "call_cinder"
+    assert len({s["trace_id"] for s in spans}) == 1
+
+
+def test_exporter_selection_follows_otel_variables(monkeypatch):
+    """OTEL_TRACES_EXPORTER chooses; unset means none unless an OTLP endpoint is set."""
+    monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    assert trace_exporter_names() == []
+    assert trace_exporter_names(extra_otlp=True) == ["otlp"]
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    assert trace_exporter_names() == ["otlp"]
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console,otlp")
+    assert trace_exporter_names() == ["console", "otlp"]
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    assert trace_exporter_names() == []
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
+    with pytest.raises(ValueError, match="zipkin"):
+        trace_exporter_names()
+
+
+def test_service_names_are_configurable(tmp_path, monkeypatch):
+    """OTEL_SERVICE_NAME renames nova-api; the in-process cinder-api keeps its own name."""
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "nova-api-cell1")
+    path = tmp_path / "traces.jsonl"
+    nova_telemetry = Telemetry.create(TelemetryConfig(traces_file=str(path), logs_enabled=False))
+    cinder_telemetry = nova_telemetry.sibling("cinder-api")
+    assert nova_telemetry.service_name == "nova-api-cell1"
+    assert cinder_telemetry.service_name == "cinder-api"
+    cinder_telemetry.shutdown()
+    nova_telemetry.shutdown()
+
+
+def test_sdk_disabled_exports_nothing(tmp_path, monkeypatch):
+    """OTEL_SDK_DISABLED=true: the create still works and no span is written."""
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    path = tmp_path / "traces.jsonl"
+    with traced_stack(traces_file=str(path)) as client:
+        assert client.create_volume({"size": 1}, headers=member_headers()).status == 200
+    assert not path.exists() or path.read_text() == ""
