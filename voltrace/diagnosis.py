@@ -129,6 +129,13 @@ class Diagnosis:
     def next_step(self) -> str | None:
         return next_step(self) if self.failed else None
 
+    @property
+    def hotspot(self) -> dict[str, Any] | None:
+        """The span on the critical path with the most time of its own."""
+        if not self.critical_path:
+            return None
+        return max(self.critical_path, key=lambda p: p["self_ms"])
+
     def headline(self) -> str:
         """One line: what happened, and the fact that matters most."""
         took = f" in {format_ms(self.duration_ms)}" if self.duration_ms is not None else ""
@@ -368,13 +375,14 @@ def diagnose_traces(traces: Iterable[Trace], problems: list[str] | None = None
         if not roots and problems is not None:
             problems.append(_not_a_create(trace))
         diagnoses.extend(diagnose_create(trace, root) for root in roots)
-    return diagnoses
+    return sorted(diagnoses, key=lambda d: d.root.start_ns if d.root else 0)
 
 
 def _not_a_create(trace: Trace) -> str:
     services = sorted({s.service for s in trace.spans})
     if any("voltrace.stage" in s.attributes for s in trace.spans):
-        why = "it has voltrace's stage spans but not nova-api's server span (exported only in part?)"
+        why = ("it has voltrace's stage spans but not nova-api's server span "
+               "(exported only in part?)")
     else:
         root = trace.roots[0] if trace.roots else trace.spans[0]
         why = f"not a voltrace volume create (root span '{root.name}' of {', '.join(services)})"
@@ -467,12 +475,17 @@ def _trace_details(trace: Trace, failing: Span, failure_class: str | None) -> di
 
 
 def _critical_path(trace: Trace, root: Span) -> list[dict[str, Any]]:
-    """From the server span down, always into the child that took longest."""
+    """From the server span down, always into the child that took longest.
+
+    ``self_ms`` is the time a span spent outside its children: the largest one
+    on the path is where the request's time went.
+    """
     path, node = [], root
     while True:
-        path.append({"service": node.service, "name": _label(node),
-                     "duration_ms": round(node.duration_ms, 3)})
         children = trace.children(node)
+        self_ms = max(0.0, node.duration_ms - sum(c.duration_ms for c in children))
+        path.append({"service": node.service, "name": _label(node),
+                     "duration_ms": round(node.duration_ms, 3), "self_ms": round(self_ms, 3)})
         if not children:
             return path
         node = max(children, key=lambda s: s.duration_ms)
@@ -551,7 +564,7 @@ def diagnose_logs(events: Sequence[dict[str, Any]]) -> Diagnosis | None:
         return None
     failed_stage = _none(finished.get("failed_stage"))
     stage_line = next((e for e in reversed(events)
-                       if e.get("event") == f"stage.{failed_stage}"), None) if failed_stage else None
+                       if failed_stage and e.get("event") == f"stage.{failed_stage}"), None)
     total = finished.get("duration_ms")
     stage_rows = finished.get("stages") or [
         {"name": e["stage"], "status": e.get("outcome"), "duration_ms": e.get("duration_ms")}
@@ -583,6 +596,9 @@ def diagnose_logs(events: Sequence[dict[str, Any]]) -> Diagnosis | None:
     retries = (stage_line or {}).get("cinder_connect_retries")
     if retries is not None:
         d.details["connect_retries"] = int(retries)
+        if d.failure_class == "cinder_unreachable":
+            # Nova gives up on a connect failure only once every retry is spent.
+            d.details["attempts"] = int(retries) + 1
     d.notes.append("from logs: stage timings only; the critical path and hop timings need "
                    "the trace")
     if d.failure_class == "cinder_unreachable" and retries is None:
@@ -651,7 +667,7 @@ class Style:
 def format_text(d: Diagnosis, *, width: int = 100, style: Style | None = None) -> str:
     """The human-readable diagnosis of one create."""
     style = style or Style(False)
-    label_width = 14
+    label_width = 16
     wrap_width = max(40, width - label_width)
     lines: list[str] = []
 
@@ -685,6 +701,11 @@ def format_text(d: Diagnosis, *, width: int = 100, style: Style | None = None) -
         row("critical path", " > ".join(
             f"{p['name']} ({p['service']}) {format_ms(p['duration_ms'])}"
             for p in d.critical_path))
+    hotspot = d.hotspot
+    if hotspot is not None and d.duration_ms:
+        row("time went to", f"{hotspot['name']} ({hotspot['service']}): "
+                            f"{format_ms(hotspot['self_ms'])} of its own, "
+                            f"{hotspot['self_ms'] / d.duration_ms:.0%} of the request")
     if d.slowest_hop is not None:
         hop = d.slowest_hop
         share = f" ({hop.share:.0%} of the request)" if hop.share is not None else ""

@@ -52,6 +52,10 @@ class VolumePolicy:
         self.policy_file = policy_file
         # Load now, so a broken operator file fails at startup, not per request.
         self._enforcer.load_rules()
+        if not policy_file:
+            # Nothing on disk to watch: stop oslo.policy searching for policy.yaml on every
+            # request (it re-checks files so that operators' edits apply without restart).
+            self._enforcer.use_conf = False
 
     def authorize(self, context: oslo_context.RequestContext) -> None:
         """nova/context.py:RequestContext.can with target {'project_id': context.project_id}."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,6 +164,8 @@ def _gunicorn_application(config: ServeConfig) -> Any:
             # BatchSpanProcessor's thread, the gRPC channel and the Prometheus
             # server all belong to this process only.
             global _worker_telemetry
+            if os.environ.get("VOLTRACE_SWITCH_INTERVAL"):
+                sys.setswitchinterval(float(os.environ["VOLTRACE_SWITCH_INTERVAL"]))
             telemetry_config = _worker_config(config, _worker_slot)
             if telemetry_off(telemetry_config):
                 return build_service(config, None)  # the bare app: no observer at all

@@ -219,8 +219,13 @@ p.note { color: #666; margin: 6px 0 0; }
 """
 
 
-def render_html(diagnoses: Sequence[Diagnosis], *, title: str = "voltrace") -> str:
-    """One self-contained page: a summary table, then a section per create."""
+def render_html(diagnoses: Sequence[Diagnosis], *, title: str = "voltrace",
+                names: Sequence[str] | None = None) -> str:
+    """One self-contained page: a summary table, then a section per create.
+
+    ``names`` labels each create (the demo passes its scenario names).
+    """
+    names = list(names) if names is not None else [""] * len(diagnoses)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',

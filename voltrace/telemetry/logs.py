@@ -48,7 +48,8 @@ def make_logger(stream: TextIO, *, fmt: str = "auto", level: str = "info",
         renderer,
     ]
     return structlog.wrap_logger(
-        structlog.PrintLogger(stream),
+        # WriteLogger: one write() + flush() per line, cheaper than PrintLogger's print().
+        structlog.WriteLogger(stream),
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
         cache_logger_on_first_use=True,
