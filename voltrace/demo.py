@@ -47,6 +47,7 @@ from voltrace.diagnosis import (
     diagnose_logs,
     diagnose_traces,
     format_ms,
+    stdout_closed,
     use_color,
 )
 from voltrace.server import EmbeddedServer, ServeConfig, build_service
@@ -218,7 +219,7 @@ class Printer:
     def __init__(self, stream: Any, style: Style) -> None:
         self.stream = stream
         self.style = style
-        self.width = shutil.get_terminal_size((110, 24)).columns
+        self.width = shutil.get_terminal_size((120, 24)).columns
 
     def __call__(self, text: str = "") -> None:
         print(text, file=self.stream, flush=True)
@@ -249,7 +250,7 @@ class Printer:
     def summary(self, results: Sequence[Result], elapsed_s: float) -> None:
         name_width = max(len("scenario"), *(len(r.scenario.name) for r in results))
         header = (f"{'scenario':<{name_width}}  {'HTTP':>4}  {'failed stage':<17}"
-                  f"{'failure class':<21}{'total':>10}  as expected")
+                  f"{'failure class':<24}{'total':>10}  as expected")
         self()
         self(self.style(header, "1"))
         for r in results:
@@ -259,7 +260,7 @@ class Printer:
                 "✗" if self.style.color else "NO")
             self(f"{r.scenario.name:<{name_width}}  {r.status:>4}  "
                  f"{(d.failed_stage if d else None) or '-':<17}"
-                 f"{(d.failure_class if d else None) or '-':<21}"
+                 f"{(d.failure_class if d else None) or '-':<24}"
                  f"{format_ms(d.duration_ms if d else None):>10}  "
                  f"{self.style(mark, '32' if ok else '31')}")
         failed = sum(1 for r in results if r.status >= 400)
@@ -305,6 +306,13 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     """``voltrace demo``: 0 when every scenario answered as expected and left its trace."""
+    try:
+        return _demo(args)
+    except BrokenPipeError:
+        return stdout_closed()
+
+
+def _demo(args: argparse.Namespace) -> int:
     out = sys.stdout
     if args.list:
         width = max(len(s.name) for s in SCENARIOS)
@@ -339,8 +347,9 @@ def run_cli(args: argparse.Namespace) -> int:
         finally:
             demo.close()  # flushes traces.jsonl, jaeger.json and logs.jsonl
     elapsed = time.perf_counter() - started
-    diagnoses = [r.diagnosis for r in results if r.diagnosis is not None]
-    write_html(out_dir / REPORT_FILE, diagnoses, title="voltrace demo")
+    shown = [r for r in results if r.diagnosis is not None]
+    write_html(out_dir / REPORT_FILE, [r.diagnosis for r in shown if r.diagnosis],
+               title="voltrace demo", names=[r.scenario.name for r in shown])
     _write_summary(out_dir / SUMMARY_FILE, results)
     printer.summary(results, elapsed)
     printer.files(out_dir, sum(r.traced for r in results), _otlp_note(args.otlp, demo))

@@ -753,8 +753,22 @@ def use_color(stream: Any, no_color: bool) -> bool:
             and getattr(stream, "isatty", lambda: False)())
 
 
+def stdout_closed() -> int:
+    """The reader went away (``| head``): silence the final flush and exit like Python's docs say."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 1
+
+
 def run_cli(args: argparse.Namespace) -> int:
     """``voltrace explain``: 0 with creates shown, 1 when none matched, 2 on unreadable input."""
+    try:
+        return _explain(args)
+    except BrokenPipeError:
+        return stdout_closed()
+
+
+def _explain(args: argparse.Namespace) -> int:
     if not args.path and not args.logs:
         print("voltrace explain: give a trace file (PATH), --logs FILE, or both",
               file=sys.stderr)

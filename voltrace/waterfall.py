@@ -127,8 +127,9 @@ def render_text(d: Diagnosis, *, width: int = 100, style: Style | None = None) -
     """The waterfall as terminal lines; ASCII only when colours are off."""
     style = style or Style(False)
     fancy = style.color
-    service_width, label_width, dur_width = 10, 36, 9
-    bar_width = max(20, min(60, width - service_width - label_width - dur_width - 24))
+    service_width, label_width, dur_width = 10, 40, 9
+    # Leave room on the right for the note (a status, an error type).
+    bar_width = max(20, min(60, width - service_width - label_width - dur_width - 26))
     total = d.duration_ms or 0.0
     axis = f"0{format_ms(total):>{bar_width - 1}}"
     out = [f"  {'service':<{service_width}} {'span':<{label_width}}  {axis}"]
@@ -234,25 +235,27 @@ def render_html(diagnoses: Sequence[Diagnosis], *, title: str = "voltrace",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
         _legend(diagnoses),
-        '<table class="summary"><tr><th>#</th><th>request id</th><th>HTTP</th>'
+        '<table class="summary"><tr><th>#</th><th></th><th>request id</th><th>HTTP</th>'
         "<th>failed stage</th><th>failure class</th><th>total</th></tr>",
     ]
-    for i, d in enumerate(diagnoses, start=1):
+    for i, (d, name) in enumerate(zip(diagnoses, names, strict=True), start=1):
         parts.append(
-            f'<tr><td><a href="#create-{i}">{i}</a></td><td class="mono">{_e(d.request_id)}</td>'
+            f'<tr><td><a href="#create-{i}">{i}</a></td><td>{_e(name)}</td>'
+            f'<td class="mono">{_e(d.request_id)}</td>'
             f"<td>{_e(d.http_status)}</td><td>{_e(d.failed_stage or '-')}</td>"
             f"<td>{_e(d.failure_class or '-')}</td><td>{_e(format_ms(d.duration_ms))}</td></tr>")
     parts.append("</table>")
-    parts.extend(_section(i, d) for i, d in enumerate(diagnoses, start=1))
+    parts.extend(_section(i, d, name)
+                 for i, (d, name) in enumerate(zip(diagnoses, names, strict=True), start=1))
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
 def write_html(path: str | os.PathLike[str], diagnoses: Sequence[Diagnosis], *,
-               title: str = "voltrace") -> None:
+               title: str = "voltrace", names: Sequence[str] | None = None) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render_html(diagnoses, title=title), encoding="utf-8")
+    target.write_text(render_html(diagnoses, title=title, names=names), encoding="utf-8")
 
 
 def _e(value: object) -> str:
@@ -271,10 +274,12 @@ def _legend(diagnoses: Sequence[Diagnosis]) -> str:
     return f'<p class="legend">{"".join(items)}</p>'
 
 
-def _section(index: int, d: Diagnosis) -> str:
+def _section(index: int, d: Diagnosis, name: str = "") -> str:
     state = "failed" if d.failed else "ok"
     heading = (f"{_e(d.failure_class)} at {_e(d.failed_stage)}" if d.failed
                else "volume created")
+    if name:
+        heading = f"{_e(name)}: {heading}"
     facts = [
         ("outcome", f"{d.outcome}, HTTP {d.http_status}, {format_ms(d.duration_ms)}"),
         ("request id", d.request_id),
@@ -287,6 +292,11 @@ def _section(index: int, d: Diagnosis) -> str:
     else:
         facts.append(("volume", d.volume_id))
     facts.append(("cinder request", d.cinder_request_id or "none"))
+    hotspot = d.hotspot
+    if hotspot is not None and d.duration_ms:
+        facts.append(("time went to", f"{hotspot['name']} ({hotspot['service']}): "
+                                      f"{format_ms(hotspot['self_ms'])} of its own, "
+                                      f"{hotspot['self_ms'] / d.duration_ms:.0%}"))
     if d.slowest_hop is not None:
         hop = d.slowest_hop
         share = f" ({hop.share:.0%})" if hop.share is not None else ""
