@@ -57,7 +57,8 @@ def spans_in(path: Path) -> list[dict]:
     spans = []
     for line in path.read_text().splitlines():
         for resource_spans in json.loads(line)["resourceSpans"]:
-            service = next(a["value"]["stringValue"] for a in resource_spans["resource"]["attributes"]
+            attributes = resource_spans["resource"]["attributes"]
+            service = next(a["value"]["stringValue"] for a in attributes
                            if a["key"] == "service.name")
             for scope in resource_spans["scopeSpans"]:
                 spans += [{**span, "service": service} for span in scope["spans"]]

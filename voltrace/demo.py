@@ -269,7 +269,8 @@ class Printer:
 
     def files(self, out: Path, traces: int, otlp_note: str | None) -> None:
         self()
-        self(f"Traces:  {out / TRACES_FILE}  (OTLP JSON lines, {traces} traces)")
+        self(f"Traces:  {out / TRACES_FILE}  (OTLP JSON lines, {traces} "
+             f"trace{'s' if traces != 1 else ''})")
         self(f"         {out / JAEGER_FILE}  (Jaeger upload JSON)")
         self(f"Logs:    {out / LOGS_FILE}  (JSON lines)")
         self(f"Report:  {out / REPORT_FILE}  (HTML waterfalls, open in any browser)")

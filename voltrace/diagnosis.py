@@ -754,7 +754,7 @@ def use_color(stream: Any, no_color: bool) -> bool:
 
 
 def stdout_closed() -> int:
-    """The reader went away (``| head``): silence the final flush and exit like Python's docs say."""
+    """The reader went away (``| head``): silence the final flush, as Python's docs advise."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     return 1
