@@ -47,7 +47,7 @@ from voltrace.diagnosis import (
     diagnose_logs,
     diagnose_traces,
     format_ms,
-    stdout_closed,
+    stops_quietly_when_stdout_closes,
     use_color,
 )
 from voltrace.server import EmbeddedServer, ServeConfig, build_service
@@ -305,15 +305,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                         help="plain ASCII output, no colours (also NO_COLOR, or not a TTY)")
 
 
+@stops_quietly_when_stdout_closes
 def run_cli(args: argparse.Namespace) -> int:
     """``voltrace demo``: 0 when every scenario answered as expected and left its trace."""
-    try:
-        return _demo(args)
-    except BrokenPipeError:
-        return stdout_closed()
-
-
-def _demo(args: argparse.Namespace) -> int:
     out = sys.stdout
     if args.list:
         width = max(len(s.name) for s in SCENARIOS)
@@ -354,11 +348,17 @@ def _demo(args: argparse.Namespace) -> int:
     _write_summary(out_dir / SUMMARY_FILE, results)
     printer.summary(results, elapsed)
     printer.files(out_dir, sum(r.traced for r in results), _otlp_note(args.otlp, demo))
-    if not all(r.as_expected for r in results):
-        print("voltrace demo: some scenarios did not answer as expected (see above)",
+    untraced = [r.scenario.name for r in results if not r.traced]
+    if untraced:
+        sampler = os.environ.get("OTEL_TRACES_SAMPLER")
+        why = f" (OTEL_TRACES_SAMPLER={sampler})" if sampler else ""
+        print(f"voltrace demo: no trace arrived for {', '.join(untraced)}{why}",
               file=sys.stderr)
-        return 1
-    return 0
+    wrong = [r.scenario.name for r in results if r.traced and not r.as_expected]
+    if wrong:
+        print(f"voltrace demo: not the expected answer: {', '.join(wrong)} (see above)",
+              file=sys.stderr)
+    return 1 if untraced or wrong else 0
 
 
 def _clear(out_dir: Path) -> None:
@@ -372,13 +372,12 @@ def _clear(out_dir: Path) -> None:
 def _quiet_retry_warnings() -> Iterator[None]:
     """keystoneauth warns on stderr before each connect retry; the waterfall shows them."""
     logger = logging.getLogger("keystoneauth")
-    saved = logger.level, logger.propagate
+    level = logger.level
     logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        logger.setLevel(saved[0])
-        logger.propagate = saved[1]
+        logger.setLevel(level)
 
 
 def _write_summary(path: Path, results: Sequence[Result]) -> None:

@@ -34,13 +34,14 @@ Python use::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
 import shutil
 import sys
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,24 @@ _MIDDLEWARE_CODE = {
 NOVA_CODE = {**{stage.name: stage.nova_code for stage in STAGES}, **_MIDDLEWARE_CODE}
 
 CREATE_ATTRIBUTE = "voltrace.outcome"  # only nova-api's server span of a create has it
+
+# The same facts sit on nova-api's server span and in its request.finished log line:
+# (Diagnosis field, span attribute, log field).
+_SUMMARY_FIELDS = (
+    ("request_id", "openstack.request_id", "request_id"),
+    ("global_request_id", "openstack.global_request_id", "global_request_id"),
+    ("project_id", "openstack.project_id", "project_id"),
+    ("user_id", "openstack.user_id", "user_id"),
+    ("volume_id", "voltrace.volume.id", "volume_id"),
+    ("failed_stage", "voltrace.failed_stage", "failed_stage"),
+    ("failure_class", "voltrace.failure_class", "failure_class"),
+    ("cinder_request_id", "cinder.request_id", "cinder_request_id"),
+)
+
+
+def _summary(values: dict[str, Any], source: str) -> dict[str, Any]:
+    column = 1 if source == "trace" else 2
+    return {row[0]: _none(values.get(row[column])) for row in _SUMMARY_FIELDS}
 
 
 @dataclass
@@ -143,8 +162,8 @@ class Diagnosis:
             hop = self.slowest_hop
             if hop is not None:
                 share = f" ({hop.share:.0%})" if hop.share is not None else ""
-                where = f"; slowest hop: {hop.method} to {hop.target}, " \
-                        f"{format_ms(hop.duration_ms)}{share}"
+                where = (f"; slowest hop: {hop.method} to {hop.target}, "
+                         f"{format_ms(hop.duration_ms)}{share}")
             else:
                 where = ""
             volume = f" volume {self.volume_id}" if self.volume_id else ""
@@ -379,13 +398,15 @@ def diagnose_traces(traces: Iterable[Trace], problems: list[str] | None = None
 
 
 def _not_a_create(trace: Trace) -> str:
-    services = sorted({s.service for s in trace.spans})
+    root = trace.roots[0] if trace.roots else trace.spans[0]
     if any("voltrace.stage" in s.attributes for s in trace.spans):
         why = ("it has voltrace's stage spans but not nova-api's server span "
-               "(exported only in part?)")
+               "(part of the trace was lost: a truncated line, an export that failed?)")
+    elif root.parent_id:
+        why = (f"its top span '{root.name}' ({root.service}) has a parent that is not in the "
+               "file (part of the trace was lost: a truncated line, an export that failed?)")
     else:
-        root = trace.roots[0] if trace.roots else trace.spans[0]
-        why = f"not a voltrace volume create (root span '{root.name}' of {', '.join(services)})"
+        why = f"not a voltrace volume create (root span '{root.name}' of {root.service})"
     return f"trace {trace.trace_id}: skipped: {why}"
 
 
@@ -398,16 +419,10 @@ def diagnose_create(trace: Trace, root: Span) -> Diagnosis:
     d = Diagnosis(
         source="trace",
         trace_id=root.trace_id,
-        request_id=_none(a.get("openstack.request_id")),
-        global_request_id=_none(a.get("openstack.global_request_id")),
-        project_id=_none(a.get("openstack.project_id")),
-        user_id=_none(a.get("openstack.user_id")),
-        volume_id=_none(a.get("voltrace.volume.id")),
+        **_summary(a, "trace"),
         outcome=str(a.get("voltrace.outcome")),
         http_status=_int(a.get("http.response.status_code", a.get("http.status_code"))),
         duration_ms=total,
-        failed_stage=_none(a.get("voltrace.failed_stage")),
-        failure_class=_none(a.get("voltrace.failure_class")),
         stages=[StageTiming(s.name, _stage_status(s), s.duration_ms,
                             s.duration_ms / total if total else None) for s in stage_spans],
         trace=trace,
@@ -415,7 +430,7 @@ def diagnose_create(trace: Trace, root: Span) -> Diagnosis:
     )
     failing = next((s for s in stage_spans if s.name == d.failed_stage), None)
     cinder_ids = [_none(s.attr("cinder.request_id")) for s in below if s.kind == "server"]
-    d.cinder_request_id = (_none(a.get("cinder.request_id"))
+    d.cinder_request_id = (d.cinder_request_id
                            or (failing and _none(failing.attr("cinder.request_id")))
                            or next((i for i in reversed(cinder_ids) if i), None))
     if failing is not None:
@@ -484,14 +499,14 @@ def _critical_path(trace: Trace, root: Span) -> list[dict[str, Any]]:
     while True:
         children = trace.children(node)
         self_ms = max(0.0, node.duration_ms - sum(c.duration_ms for c in children))
-        path.append({"service": node.service, "name": _label(node),
+        path.append({"service": node.service, "name": span_label(node),
                      "duration_ms": round(node.duration_ms, 3), "self_ms": round(self_ms, 3)})
         if not children:
             return path
         node = max(children, key=lambda s: s.duration_ms)
 
 
-def _label(span: Span) -> str:
+def span_label(span: Span) -> str:
     """A span's name, plus the path for HTTP client spans (named just 'POST')."""
     url = span.attr("url.full")
     if span.kind == "client" and url:
@@ -562,7 +577,8 @@ def diagnose_logs(events: Sequence[dict[str, Any]]) -> Diagnosis | None:
     finished = next((e for e in reversed(events) if e.get("event") == "request.finished"), None)
     if finished is None:
         return None
-    failed_stage = _none(finished.get("failed_stage"))
+    summary = _summary(finished, "logs")
+    failed_stage = summary["failed_stage"]
     stage_line = next((e for e in reversed(events)
                        if failed_stage and e.get("event") == f"stage.{failed_stage}"), None)
     total = finished.get("duration_ms")
@@ -573,17 +589,10 @@ def diagnose_logs(events: Sequence[dict[str, Any]]) -> Diagnosis | None:
     d = Diagnosis(
         source="logs",
         trace_id=_none(finished.get("trace_id")),
-        request_id=_none(finished.get("request_id")),
-        global_request_id=_none(finished.get("global_request_id")),
-        project_id=_none(finished.get("project_id")),
-        user_id=_none(finished.get("user_id")),
-        volume_id=_none(finished.get("volume_id")),
+        **summary,
         outcome=str(finished.get("outcome", "unknown")),
         http_status=_int(finished.get("http_status")),
         duration_ms=float(total) if total is not None else None,
-        failed_stage=failed_stage,
-        failure_class=_none(finished.get("failure_class")),
-        cinder_request_id=_none(finished.get("cinder_request_id")),
         stages=[StageTiming(str(row["name"]), str(row.get("status")),
                             float(row.get("duration_ms") or 0.0),
                             float(row.get("duration_ms") or 0.0) / total if total else None)
@@ -625,17 +634,19 @@ def diagnose_log_groups(groups: Iterable[Sequence[dict[str, Any]]],
 # ---------------------------------------------------------------------------
 
 
-def select(diagnoses: Iterable[Diagnosis], *, trace_id: str | None = None,
-           request_id: str | None = None, failed: bool = False) -> list[Diagnosis]:
-    """Filter by trace id (or a prefix of at least 8 digits), any request id, or failure."""
+def select(diagnoses: Iterable[Diagnosis], *, trace_ids: Sequence[str] = (),
+           request_ids: Sequence[str] = (), failed: bool = False) -> list[Diagnosis]:
+    """Keep creates matching any trace id (or a prefix of 8+ digits), any request id
+    (nova's, the global one or Cinder's), and, with ``failed``, only failures."""
+    wanted_traces = [t.strip().lower() for t in trace_ids]
     chosen = []
-    wanted_trace = trace_id.strip().lower() if trace_id else None
     for d in diagnoses:
-        if wanted_trace and not (d.trace_id == wanted_trace or (
-                len(wanted_trace) >= 8 and (d.trace_id or "").startswith(wanted_trace))):
+        trace_id = d.trace_id or ""
+        if wanted_traces and not any(trace_id == t or (len(t) >= 8 and trace_id.startswith(t))
+                                     for t in wanted_traces):
             continue
-        if request_id and request_id not in (d.request_id, d.global_request_id,
-                                             d.cinder_request_id):
+        ids = {d.request_id, d.global_request_id, d.cinder_request_id}
+        if request_ids and ids.isdisjoint(request_ids):
             continue
         if failed and not d.failed:
             continue
@@ -737,10 +748,11 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                         help="voltrace's JSON logs: diagnose from them alone, or fill in "
                              "creates whose trace PATH lacks")
     pick = parser.add_argument_group("which creates (default: all)")
-    pick.add_argument("--trace-id", metavar="ID", help="one trace (or an id prefix, 8+ digits)")
-    pick.add_argument("--request-id", metavar="REQ",
-                      help="the req-... id from a log line or an error answer "
-                           "(nova's, the global one, or Cinder's)")
+    pick.add_argument("--trace-id", metavar="ID", action="append", default=[],
+                      help="a trace id, or a prefix of 8+ digits (repeatable)")
+    pick.add_argument("--request-id", metavar="REQ", action="append", default=[],
+                      help="the req-... id from a log line or an error answer: nova's, the "
+                           "global one, or Cinder's (repeatable)")
     pick.add_argument("--failed", action="store_true", help="only creates that failed")
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="one JSON object per create, a line each")
@@ -753,22 +765,27 @@ def use_color(stream: Any, no_color: bool) -> bool:
             and getattr(stream, "isatty", lambda: False)())
 
 
-def stdout_closed() -> int:
-    """The reader went away (``| head``): silence the final flush, as Python's docs advise."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    return 1
+Command = Callable[[argparse.Namespace], int]
 
 
+def stops_quietly_when_stdout_closes(command: Command) -> Command:
+    """``voltrace ... | head``: when the reader goes away, exit 1 without a traceback."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except BrokenPipeError:
+            # Python's docs: point stdout at devnull, so the flush at exit cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+
+    return run
+
+
+@stops_quietly_when_stdout_closes
 def run_cli(args: argparse.Namespace) -> int:
     """``voltrace explain``: 0 with creates shown, 1 when none matched, 2 on unreadable input."""
-    try:
-        return _explain(args)
-    except BrokenPipeError:
-        return stdout_closed()
-
-
-def _explain(args: argparse.Namespace) -> int:
     if not args.path and not args.logs:
         print("voltrace explain: give a trace file (PATH), --logs FILE, or both",
               file=sys.stderr)
@@ -791,7 +808,8 @@ def _explain(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"voltrace explain: warning: {problem}", file=sys.stderr)
     every = merge(from_traces, from_logs) if args.path else from_logs
-    chosen = select(every, trace_id=args.trace_id, request_id=args.request_id, failed=args.failed)
+    chosen = select(every, trace_ids=args.trace_id, request_ids=args.request_id,
+                    failed=args.failed)
     if not chosen:
         print(_nothing_found(args, len(every)), file=sys.stderr)
         return 1
@@ -816,9 +834,8 @@ def _nothing_found(args: argparse.Namespace, total: int) -> str:
     source = args.path or args.logs
     if total == 0:
         return f"voltrace explain: no volume create in {source}"
-    wanted = [f"{flag} {value}" for flag, value in (("--trace-id", args.trace_id),
-                                                     ("--request-id", args.request_id))
-              if value]
+    wanted = [*(f"--trace-id {t}" for t in args.trace_id),
+              *(f"--request-id {r}" for r in args.request_id)]
     if args.failed:
         wanted.append("--failed")
     return (f"voltrace explain: none of the {total} create(s) in {source} matches "

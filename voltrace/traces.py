@@ -86,7 +86,8 @@ class Trace:
         self._children: dict[str | None, list[Span]] = {}
         ids = {s.span_id for s in self.spans}
         for span in self.spans:
-            parent = span.parent_id if span.parent_id in ids else None
+            own = span.parent_id in ids and span.parent_id != span.span_id
+            parent = span.parent_id if own else None
             self._children.setdefault(parent, []).append(span)
 
     @property
@@ -98,15 +99,25 @@ class Trace:
         return self._children.get(span.span_id, [])
 
     def descendants(self, span: Span) -> Iterator[Span]:
-        for child in self.children(span):
-            yield child
-            yield from self.descendants(child)
+        walked = self.walk(span)
+        next(walked)
+        return (child for child, _ in walked)
 
-    def walk(self, span: Span, depth: int = 0) -> Iterator[tuple[Span, int]]:
-        """``span`` and everything under it, depth first in start order, with depths."""
-        yield span, depth
-        for child in self.children(span):
-            yield from self.walk(child, depth + 1)
+    def walk(self, span: Span) -> Iterator[tuple[Span, int]]:
+        """``span`` and everything under it, depth first in start order, with depths.
+
+        Each span is visited once, so a malformed file (a span its own ancestor)
+        cannot loop.
+        """
+        seen: set[str] = set()
+        stack = [(span, 0)]
+        while stack:
+            node, depth = stack.pop()
+            if node.span_id in seen:
+                continue
+            seen.add(node.span_id)
+            yield node, depth
+            stack.extend((child, depth + 1) for child in reversed(self.children(node)))
 
 
 @dataclass
@@ -315,7 +326,7 @@ def read_trace_file(path: str | Path) -> Loaded:
                 spans.extend(_spans_from_document(json.loads(line)))
             except json.JSONDecodeError as exc:
                 problems.append(f"{path}:{number}: not valid JSON, skipped "
-                                f"(a truncated write?): {exc.msg} at column {exc.colno}")
+                                f"(a truncated write?): {exc.msg} (column {exc.colno})")
             except (ValueError, KeyError, TypeError) as exc:
                 problems.append(f"{path}:{number}: skipped: {_reason(exc)}")
     except (KeyError, TypeError) as exc:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from voltrace.diagnosis import Diagnosis, Style, format_ms, what
+from voltrace.diagnosis import Diagnosis, Style, format_ms, span_label, what
 from voltrace.traces import Span
 
 # Service colours (ANSI, then CSS); anything else gets the last pair.
@@ -62,7 +62,7 @@ def _span_rows(d: Diagnosis) -> list[Row]:
         result.append(Row(
             depth=depth,
             service=span.service,
-            label=_label(span),
+            label=span_label(span),
             offset=max(0.0, (span.start_ns - start) / total),
             width=max(0.0, min(1.0, (span.end_ns - span.start_ns) / total)),
             duration_ms=span.duration_ms,
@@ -72,14 +72,6 @@ def _span_rows(d: Diagnosis) -> list[Row]:
             span=span,
         ))
     return result
-
-
-def _label(span: Span) -> str:
-    url = span.attr("url.full")
-    if span.kind == "client" and url:
-        path = str(url).split("://", 1)[-1].partition("/")[2]
-        return f"{span.name} /{path}"
-    return span.name
 
 
 def _note(span: Span, d: Diagnosis, failed: bool) -> str:
@@ -197,7 +189,7 @@ section.create.ok { border-left: 6px solid #59a14f; }
 .badge { display: inline-block; min-width: 34px; text-align: center; border-radius: 4px;
          color: #fff; padding: 0 6px; margin-right: 6px; }
 .badge.ok { background: #59a14f; } .badge.failed { background: #d62728; }
-dl { display: grid; grid-template-columns: 120px 1fr; gap: 2px 12px; margin: 8px 0 14px; }
+dl { display: grid; grid-template-columns: 120px 1fr; gap: 2px 12px; margin: 14px 0 0; }
 dt { color: #666; } dd { margin: 0; word-break: break-word; }
 dd.next { font-weight: 600; }
 .wf { display: grid; grid-template-columns: 90px minmax(220px, 34%) 1fr 78px 150px;
@@ -326,9 +318,10 @@ def _section(index: int, d: Diagnosis, name: str = "") -> str:
             f'<div class="note {classes}">{_e(row.note)}</div>')
     grid.append("</div>")
     notes = "".join(f'<p class="note">{_e(n)}</p>' for n in d.notes)
+    # The waterfall first: it is what the page is for; the facts follow.
     return (f'<section class="create {state}" id="create-{index}">'
             f'<h2><span class="badge {state}">{_e(d.http_status)}</span>{heading}</h2>'
-            f"<dl>{items}</dl>{''.join(grid)}{notes}</section>")
+            f"{''.join(grid)}<dl>{items}</dl>{notes}</section>")
 
 
 def _tooltip(row: Row) -> str:

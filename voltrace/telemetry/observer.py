@@ -122,6 +122,9 @@ class TelemetryObserver:
         }
         if record.report is not None and record.report.skipped:
             fields["skip_reason"] = record.report.skipped
+        if stage.name in _CINDER_STAGES:
+            # So `explain --logs` can count connect attempts without the trace.
+            fields["cinder_connect_retries"] = ctx.env.volume_api.settings.http_retries
         if record.fault is None:
             self.logger.info(f"stage.{stage.name}", **fields)
             return

@@ -1,0 +1,206 @@
+"""`voltrace demo`: the scenario library end to end, its terminal output and its files."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.conftest import require
+from tests.support.demo_run import (
+    EXPECTED,
+    FAILURES,
+    DemoRun,
+    demo_run,
+)
+from voltrace.cli import main
+
+# Failures answered before nova-api calls Cinder, or with Cinder unreachable:
+# their traces hold nova-api's spans only.
+NOVA_ONLY = {"invalid-size", "policy-denied", "microversion-2.36", "cinder-unreachable"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    return demo_run(tmp_path_factory)
+
+
+def otlp_spans(run: DemoRun) -> list[dict]:
+    """Every span of traces.jsonl, read as plain JSON, tagged with its service."""
+    spans = []
+    for line in (run.out / "traces.jsonl").read_text().splitlines():
+        for resource_spans in json.loads(line)["resourceSpans"]:
+            service = next(a["value"]["stringValue"] for a in resource_spans["resource"]
+                           ["attributes"] if a["key"] == "service.name")
+            for scope_spans in resource_spans["scopeSpans"]:
+                spans += [{**s, "service": service} for s in scope_spans["spans"]]
+    return spans
+
+
+def attributes(span: dict) -> dict:
+    return {a["key"]: next(iter(a["value"].values())) for a in span.get("attributes", [])}
+
+
+def test_demo_exits_zero_with_every_scenario_as_expected(run):
+    """The README's command ends with exit 0 and a summary row per scenario."""
+    assert run.returncode == 0, run.stderr
+    assert [r["scenario"] for r in run.summary] == list(EXPECTED)
+    for row in run.summary:
+        status, stage, failure = EXPECTED[row["scenario"]]
+        assert (row["http_status"], row["failed_stage"], row["failure_class"]) == (
+            status, stage, failure), row
+        assert row["traced"] and row["as_expected"]
+        assert re.match(r"^req-[0-9a-f-]{36}$", row["request_id"])
+    table = run.stdout[run.stdout.index("scenario  "):]
+    for name, (status, stage, failure) in EXPECTED.items():
+        line = next(ln for ln in table.splitlines() if ln.startswith(name + " "))
+        assert line.split()[1:4] == [str(status), stage or "-", failure or "-"]
+        assert line.endswith("yes")
+
+
+def test_every_scenario_left_its_whole_trace_in_traces_jsonl(run):
+    """Each create is one trace: nova-api's server span, its stages, and Cinder's side."""
+    spans = otlp_spans(run)
+    for row in run.summary:
+        trace = [s for s in spans if s["traceId"] == row["trace_id"]]
+        services = {s["service"] for s in trace}
+        expected = {"nova-api"} if row["scenario"] in NOVA_ONLY else {"nova-api", "cinder-api"}
+        assert services == expected, row["scenario"]
+        server = next(s for s in trace if s["name"] == "POST /v2.1/os-volumes")
+        tags = attributes(server)
+        assert tags["openstack.request_id"] == row["request_id"]
+        assert int(tags["http.response.status_code"]) == row["http_status"]
+        assert tags["voltrace.failed_stage"] == (row["failed_stage"] or "none")
+        stage_errors = [s["name"] for s in trace
+                        if "voltrace.stage" in attributes(s) and s["status"].get("code") == 2]
+        assert stage_errors == ([row["failed_stage"]] if row["failed_stage"] else [])
+
+
+def test_jaeger_file_and_logs_hold_the_same_creates(run):
+    """jaeger.json has every trace with its services; logs.jsonl a summary line per create."""
+    document = json.loads((run.out / "jaeger.json").read_text())
+    traces = {t["traceID"]: t for t in document["data"]}
+    finished = {}
+    for line in (run.out / "logs.jsonl").read_text().splitlines():
+        event = json.loads(line)
+        if event["event"] == "request.finished":
+            finished[event["request_id"]] = event
+    for row in run.summary:
+        services = {p["serviceName"] for p in traces[row["trace_id"]]["processes"].values()}
+        assert "nova-api" in services
+        assert ("cinder-api" in services) is (row["scenario"] not in NOVA_ONLY)
+        log = finished[row["request_id"]]
+        assert (log["http_status"], log["trace_id"]) == (row["http_status"], row["trace_id"])
+        assert log.get("failure_class") == row["failure_class"]
+    assert len(traces) == len(finished) == len(EXPECTED)
+
+
+def test_waterfall_shows_both_services_and_marks_the_failing_span(run):
+    """Per scenario: nested spans of both services, the failing stage marked, a diagnosis."""
+    section = run.section("over-quota").splitlines()
+    rows = [ln for ln in section if ln.startswith(("  nova-api ", "  cinder-api "))]
+
+    def row(name: str) -> str:
+        return next(r for r in rows if r[13:].lstrip().startswith(name))
+
+    def depth(name: str) -> int:
+        label = row(name)[13:]
+        return len(label) - len(label.lstrip())
+
+    assert (depth("POST /v2.1/os-volumes") < depth("create_volume") < depth("call_cinder")
+            < depth("POST /v3/demo-project/volumes") < depth("POST /v3/{project_id}/volumes")
+            < depth("check_quota"))
+    assert row("check_quota").startswith("  cinder-api ")
+    assert row("call_cinder").startswith("  nova-api ")
+    marked = [r for r in rows if "!|" in r]
+    assert marked == [row("call_cinder")]
+    assert "<- over_quota" in marked[0] and "x" in marked[0].split("|")[1]
+    diagnosis = next(ln for ln in section if ln.startswith("  => "))
+    assert "HTTP 403 over_quota at call_cinder" in diagnosis
+    assert "quota 'gigabytes'" in diagnosis
+    for name in FAILURES:
+        status, stage, failure = EXPECTED[name]
+        assert f"=> HTTP {status} {failure} at {stage}" in run.section(name)
+
+
+def test_output_off_a_tty_is_plain_ascii(run):
+    """Not a TTY and --no-color: no escape codes, nothing but ASCII, still drawn to scale."""
+    assert "\x1b[" not in run.stdout
+    assert run.stdout.isascii()
+    slow = run.section("cinder-slow").splitlines()
+    latency = next(ln for ln in slow if "injected_latency" in ln)
+    validate = next(ln for ln in slow if "validate" in ln)
+    assert latency.split("|")[1].count("=") > 5 * max(1, validate.split("|")[1].count("="))
+    assert "slowest hop: POST to cinder-api" in next(ln for ln in slow if ln.startswith("  => "))
+
+
+def test_demo_prints_where_the_files_are_and_how_to_open_them(run):
+    """The end names the four files and the Jaeger and explain commands."""
+    tail = run.stdout[run.stdout.rindex("Traces:"):]
+    for name in ("traces.jsonl", "jaeger.json", "logs.jsonl", "report.html"):
+        assert str(run.out / name) in tail
+        assert (run.out / name).stat().st_size > 0
+    assert "http://localhost:16686" in tail and "jaeger.json" in tail
+    assert f"voltrace explain {run.out / 'traces.jsonl'} --failed" in tail
+
+
+def test_list_names_every_scenario(capsys):
+    """--list prints the scenario library and starts nothing."""
+    assert main(["demo", "--list"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == list(EXPECTED)
+
+
+def test_unknown_scenario_is_refused(capsys, tmp_path):
+    """A misspelt --scenario is an error that lists the known names."""
+    assert main(["demo", "--scenario", "over-qouta", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "over-qouta" in err and "over-quota" in err
+
+
+def test_scenario_option_runs_only_those_and_replaces_old_output(capsys, tmp_path):
+    """--scenario (repeatable) selects; a second run into the same --out starts afresh."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--scenario", "plain-create"]) == 0
+    assert main(["demo", "--out", str(out), "--scenario", "over-quota",
+                 "--scenario", "invalid-size"]) == 0
+    assert "[2/2] invalid-size" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["scenario"] for r in summary] == ["over-quota", "invalid-size"]
+    written = DemoRun(out, 0, "", "", summary)
+    assert {s["traceId"] for s in otlp_spans(written)} == {r["trace_id"] for r in summary}
+
+
+def test_otlp_option_sends_both_services_to_the_collector(tmp_path, monkeypatch, capsys):
+    """--otlp exports to OTEL_EXPORTER_OTLP_ENDPOINT: a real collector gets one whole trace."""
+    try:
+        from tests.support.rotel import RotelCollector
+    except ImportError:
+        require(False, "rotel (x86_64, CPython 3.11) is needed for a real OTLP collector")
+    with RotelCollector(tmp_path) as collector:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.http_endpoint)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        out = tmp_path / "demo"
+        assert main(["demo", "--otlp", "--scenario", "over-quota", "--out", str(out)]) == 0
+        trace_id = json.loads((out / "summary.json").read_text())[0]["trace_id"]
+        spans = collector.wait_for_spans(
+            lambda got: {s["resource"].get("service.name") for s in got
+                         if s["trace_id"] == trace_id} == {"nova-api", "cinder-api"})
+    assert f"spans also sent to {collector.http_endpoint}" in capsys.readouterr().out
+    names = {s["name"] for s in spans if s["trace_id"] == trace_id}
+    assert {"POST /v2.1/os-volumes", "call_cinder", "check_quota"} <= names
+
+
+def test_sampled_out_create_is_diagnosed_from_the_logs(tmp_path, monkeypatch, capsys):
+    """No trace (sampled out): the logs still diagnose it, and the demo exits 1 saying why."""
+    import voltrace.demo
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    monkeypatch.setattr(voltrace.demo, "TRACE_WAIT_S", 0.5)  # the deadline for spans to arrive
+    assert main(["demo", "--scenario", "policy-denied", "--out", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert "no trace arrived for policy-denied (OTEL_TRACES_SAMPLER=always_off)" in err
+    assert "(no trace arrived: diagnosed from the logs)" in out
+    assert "=> HTTP 403 policy_denied at authorize" in out
+    assert json.loads((tmp_path / "summary.json").read_text())[0]["traced"] is False
