@@ -64,10 +64,14 @@ def _serve(args: argparse.Namespace) -> int:
         threads=args.threads,
         telemetry=telemetry_config(args, "nova-api"),
     )
-    if args.osprofiler_hmac_key:
+    hmac_key = args.osprofiler_hmac_key
+    if args.osprofiler_hmac_key_file:
+        with open(args.osprofiler_hmac_key_file, encoding="utf-8") as handle:
+            hmac_key = handle.read().strip()
+    if hmac_key:
         from voltrace.osprofiler import request_hook
 
-        config.telemetry.request_hooks.append(request_hook(args.osprofiler_hmac_key))
+        config.telemetry.request_hooks.append(request_hook(hmac_key))
     if args.policy_file and not os.path.exists(args.policy_file):
         print(f"voltrace serve: policy file {args.policy_file} does not exist", file=sys.stderr)
         return 2
@@ -118,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                        default=os.environ.get("VOLTRACE_OSPROFILER_HMAC_KEY"),
                        help="send OSProfiler's signed X-Trace-Info/X-Trace-HMAC to Cinder so "
                             "its spans join voltrace's trace (env VOLTRACE_OSPROFILER_HMAC_KEY)")
+    serve.add_argument("--osprofiler-hmac-key-file", metavar="PATH",
+                       help="read the OSProfiler key from a file (kept out of ps and the env)")
     add_telemetry_arguments(serve)
     serve.set_defaults(func=_serve)
 

@@ -1,7 +1,7 @@
 """The OSProfiler bridge: Cinder's own spans, inside voltrace's trace.
 
 OpenStack services trace with OSProfiler, which speaks its own signed headers,
-not W3C ``traceparent``. OSProfiler's OTLP driver (osprofiler >= 4.2) turns
+not W3C ``traceparent``. OSProfiler's OTLP driver (osprofiler 4.1+; 4.4.0 tested) turns
 those headers into OpenTelemetry ids, so a caller that picks the right header
 values gets Cinder's spans in *its own* trace, under *its own* client span.
 

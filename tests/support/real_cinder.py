@@ -29,13 +29,14 @@ def running_cinder(workdir: Path, profiler: Profiler | None = None) -> Iterator[
     try:
         venv = ensure_venv(progress=sys.stderr)
     except RealCinderError as exc:
-        require(False, f"the cinder {RealCinder.__module__} venv cannot be built: {exc}")
+        require(False, f"the real cinder-api venv cannot be built: {exc}")
         raise  # unreachable: require() skipped or failed
     cinder = RealCinder(workdir, venv=venv, profiler=profiler)
     try:
         cinder.start()
     except RealCinderError as exc:
         require(False, f"cinder-api did not start: {exc}")
+        raise  # unreachable: require() skipped or failed
     try:
         yield cinder
     finally:
@@ -67,7 +68,10 @@ class VoltraceServe:
         command = [sys.executable, "-m", "voltrace", "serve", "--port", str(self.port),
                    "--workers", "1", "--cinder-endpoint", cinder_endpoint, *args]
         with open(self.output, "wb") as out:
-            self.process = subprocess.Popen(command, env={**os.environ, **env}, stdout=out,
+            # Only the variables given here configure its telemetry and the bridge.
+            inherited = {k: v for k, v in os.environ.items()
+                         if not k.startswith(("OTEL_", "VOLTRACE_"))}
+            self.process = subprocess.Popen(command, env={**inherited, **env}, stdout=out,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     @property
