@@ -231,16 +231,12 @@ def summarise(latencies_s: list[float]) -> dict[str, float]:
 # ---------------------------------------------------------------------------
 
 
-def _attr(span: dict[str, Any], key: str) -> Any:
-    for item in span.get("attributes", []):
-        if item["key"] == key:
-            value = item["value"]
-            return next(iter(value.values())) if value else None
-    return None
+def _value(value: dict[str, Any]) -> Any:
+    return next(iter(value.values())) if value else None
 
 
 def read_otlp_spans(paths: Iterable[Path]) -> list[dict[str, Any]]:
-    """Every span of OTLP JSON line files, each with ``service`` added."""
+    """Every span of OTLP JSON line files, normalised (see ``normalise``)."""
     spans: list[dict[str, Any]] = []
     for path in paths:
         if not path.exists():
@@ -249,14 +245,29 @@ def read_otlp_spans(paths: Iterable[Path]) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             for resource_spans in json.loads(line).get("resourceSpans", []):
-                service = next((a["value"].get("stringValue") for a in
-                                resource_spans.get("resource", {}).get("attributes", [])
-                                if a["key"] == "service.name"), None)
+                resource = {a["key"]: _value(a["value"]) for a in
+                            resource_spans.get("resource", {}).get("attributes", [])}
                 for scope in resource_spans.get("scopeSpans", []):
                     for span in scope.get("spans", []):
-                        span["service"] = service
-                        spans.append(span)
+                        spans.append({
+                            "traceId": span["traceId"], "spanId": span["spanId"],
+                            "parentSpanId": span.get("parentSpanId", ""),
+                            "name": span["name"], "kind": span.get("kind"),
+                            "service": resource.get("service.name"),
+                            "attrs": {a["key"]: _value(a["value"])
+                                      for a in span.get("attributes", [])},
+                        })
     return spans
+
+
+def rotel_spans(collector: RotelCollector) -> list[dict[str, Any]]:
+    """What the rotel collector received, in the same normalised shape."""
+    return [{
+        "traceId": span["trace_id"], "spanId": span["span_id"],
+        "parentSpanId": span["parent_span_id"] or "", "name": span["name"],
+        "kind": span["kind"], "service": span["resource"].get("service.name"),
+        "attrs": span["attributes"],
+    } for span in collector.spans()]
 
 
 @dataclass
@@ -289,7 +300,7 @@ def check_traces(spans: list[dict[str, Any]], request_ids: list[str], *,
     for span in spans:
         traces[span["traceId"]].append(span)
         if span.get("service") == "nova-api" and span.get("kind") == SERVER:
-            rid = _attr(span, "openstack.request_id")
+            rid = span["attrs"].get("openstack.request_id")
             if rid:
                 servers[rid] = span
     for rid in request_ids:

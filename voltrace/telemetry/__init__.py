@@ -52,6 +52,7 @@ from opentelemetry.sdk.trace.export import (
 from voltrace import __version__
 from voltrace.telemetry import capture
 from voltrace.telemetry.exporters import (
+    CountingBatchSpanProcessor,
     CountingExporter,
     JaegerFileExporter,
     OtlpJsonFileExporter,
@@ -199,6 +200,8 @@ class Telemetry:
     def _processor_for(self, exporter: SpanExporter) -> SpanProcessor:
         if self.config.span_processor == "simple":
             return SimpleSpanProcessor(exporter)
+        if isinstance(exporter, CountingExporter):
+            return CountingBatchSpanProcessor(exporter)
         return BatchSpanProcessor(exporter)
 
     def _make_tracer_provider(self, shared: list[SpanExporter] | None) -> TracerProvider:

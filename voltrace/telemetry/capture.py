@@ -25,7 +25,7 @@ class _Listeners:
 
     def remove(self, listener: Callable[[Any], None]) -> None:
         with self._lock:
-            self.items = tuple(item for item in self.items if item is not listener)
+            self.items = tuple(item for item in self.items if item != listener)
 
 
 SPAN_LISTENERS = _Listeners()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -22,7 +23,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, StatusCode
 
 _ID_KEYS = ("traceId", "spanId", "parentSpanId")
@@ -43,9 +44,121 @@ def _hex_ids(node: Any) -> None:
 
 def otlp_json(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
     """One ExportTraceServiceRequest as OTLP JSON."""
+    direct = _otlp_json_direct(spans)
+    return direct if direct is not None else otlp_json_via_protobuf(spans)
+
+
+def otlp_json_via_protobuf(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
+    """The reference encoding: the SDK's protobuf, then protobuf's JSON mapping."""
     message = MessageToDict(encode_spans(spans), use_integers_for_enums=True)
     _hex_ids(message)
     return message
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _any_value(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, str):
+        return {"stringValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            raise _Unsupported
+        return {"doubleValue": value}
+    if isinstance(value, (list, tuple)):
+        return {"arrayValue": {"values": [_any_value(v) for v in value]} if value else {}}
+    raise _Unsupported
+
+
+def _attributes(attributes: Any) -> list[dict[str, Any]]:
+    return [{"key": k, "value": _any_value(v)} for k, v in attributes.items()] if attributes else []
+
+
+def _span(span: ReadableSpan) -> dict[str, Any]:
+    context = span.context
+    out: dict[str, Any] = {"traceId": f"{context.trace_id:032x}",
+                           "spanId": f"{context.span_id:016x}"}
+    if context.trace_state:
+        out["traceState"] = ",".join(f"{k}={v}" for k, v in context.trace_state.items())
+    parent = span.parent
+    if parent is not None:
+        out["parentSpanId"] = f"{parent.span_id:016x}"
+    out["flags"] = 768 if parent is not None and parent.is_remote else 256
+    out["name"] = span.name
+    out["kind"] = span.kind.value + 1
+    out["startTimeUnixNano"] = str(span.start_time)
+    out["endTimeUnixNano"] = str(span.end_time)
+    if span.attributes:
+        out["attributes"] = _attributes(span.attributes)
+    if span.dropped_attributes:
+        out["droppedAttributesCount"] = span.dropped_attributes
+    if span.events:
+        events = []
+        for event in span.events:
+            e: dict[str, Any] = {"timeUnixNano": str(event.timestamp), "name": event.name}
+            if event.attributes:
+                e["attributes"] = _attributes(event.attributes)
+            if event.dropped_attributes:
+                e["droppedAttributesCount"] = event.dropped_attributes
+            events.append(e)
+        out["events"] = events
+    if span.dropped_events:
+        out["droppedEventsCount"] = span.dropped_events
+    if span.links:
+        raise _Unsupported
+    status: dict[str, Any] = {}
+    if span.status.description:
+        status["message"] = span.status.description
+    if span.status.status_code.value:
+        status["code"] = span.status.status_code.value
+    out["status"] = status
+    return out
+
+
+def _otlp_json_direct(spans: Sequence[ReadableSpan]) -> dict[str, Any] | None:
+    """``otlp_json`` built straight from the SDK spans, without protobuf (2-3x faster).
+
+    None for what it does not handle (links, NaN/inf, bytes or mapping values).
+    """
+    try:
+        grouped: dict[Any, dict[Any, list]] = {}
+        for span in spans:
+            scopes = grouped.setdefault(span.resource, {})
+            scopes.setdefault(span.instrumentation_scope, []).append(_span(span))
+        resource_spans = []
+        for resource, scopes in grouped.items():
+            scope_spans = []
+            for scope, encoded in scopes.items():
+                entry: dict[str, Any] = {}
+                if scope is not None:
+                    s: dict[str, Any] = {}
+                    if scope.name:
+                        s["name"] = scope.name
+                    if scope.version:
+                        s["version"] = scope.version
+                    if scope.attributes:
+                        s["attributes"] = _attributes(scope.attributes)
+                    entry["scope"] = s
+                entry["spans"] = encoded
+                if scope is not None and scope.schema_url:
+                    entry["schemaUrl"] = scope.schema_url
+                scope_spans.append(entry)
+            attributes = _attributes(resource.attributes)
+            rs: dict[str, Any] = {"resource": {"attributes": attributes} if attributes else {},
+                                  "scopeSpans": scope_spans}
+            if resource.schema_url:
+                rs["schemaUrl"] = resource.schema_url
+            resource_spans.append(rs)
+        return {"resourceSpans": resource_spans}
+    except _Unsupported:
+        return None
 
 
 class OtlpJsonFileExporter(SpanExporter):
@@ -209,7 +322,12 @@ class JaegerFileExporter(SpanExporter):
 
 
 class CountingExporter(SpanExporter):
-    """Counts spans exported and spans lost; ``on_drop`` hears about each loss."""
+    """Counts spans exported and spans lost; ``on_drop`` hears about each loss.
+
+    Losses are export failures and, behind a ``CountingBatchSpanProcessor``, the spans
+    its full queue turned away (``queue_full``), reported here, from the exporting
+    thread, one call per batch rather than one per span.
+    """
 
     def __init__(
         self, inner: SpanExporter, name: str,
@@ -220,8 +338,24 @@ class CountingExporter(SpanExporter):
         self.on_drop = on_drop
         self.exported = 0
         self.dropped = 0
+        self._queue_full = 0
+        self._queue_lock = threading.Lock()
+
+    def queue_full(self, count: int) -> None:
+        """The processor in front turned ``count`` spans away (called on request threads)."""
+        with self._queue_lock:
+            self._queue_full += count
+
+    def report_queue_full(self) -> None:
+        with self._queue_lock:
+            count, self._queue_full = self._queue_full, 0
+        if count:
+            self.dropped += count
+            if self.on_drop is not None:
+                self.on_drop(self.name, count, "queue_full")
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.report_queue_full()
         try:
             result = self.inner.export(spans)
             reason = "export_failed"
@@ -236,7 +370,28 @@ class CountingExporter(SpanExporter):
         return result
 
     def shutdown(self) -> None:
+        self.report_queue_full()
         self.inner.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
+        self.report_queue_full()
         return self.inner.force_flush(timeout_millis)
+
+
+class CountingBatchSpanProcessor(BatchSpanProcessor):
+    """A BatchSpanProcessor whose queue-full drops are counted, not only logged by the SDK.
+
+    The SDK drops a span when the queue is full (``OTEL_BSP_MAX_QUEUE_SIZE``) and tells
+    only the stdlib logger; this hands the count to the CountingExporter behind it.
+    """
+
+    def __init__(self, exporter: CountingExporter, **kwargs: Any) -> None:
+        super().__init__(exporter, **kwargs)
+        self._counting = exporter
+
+    def on_end(self, span: ReadableSpan) -> None:
+        batch = self._batch_processor
+        # The same test the SDK's BatchProcessor.emit makes before it drops.
+        if span.context.trace_flags.sampled and len(batch._queue) >= batch._max_queue_size:
+            self._counting.queue_full(1)
+        super().on_end(span)
