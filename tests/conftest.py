@@ -28,6 +28,11 @@ SECRETS = (TEST_TOKEN, TEST_HMAC_KEY)
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the secrets scan last, so it reads everything the whole run exported."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_secrets.py"))
+
+
 def require(condition: bool, why: str) -> None:
     """Skip locally when a real component is missing; fail loudly in CI."""
     if condition:

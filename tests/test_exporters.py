@@ -175,3 +175,17 @@ def test_sdk_disabled_exports_nothing(tmp_path, monkeypatch):
     with traced_stack(traces_file=str(path)) as client:
         assert client.create_volume({"size": 1}, headers=member_headers()).status == 200
     assert not path.exists() or path.read_text() == ""
+
+
+def test_direct_otlp_json_equals_the_protobuf_mapping(captured, nova):
+    """The fast encoder writes exactly what the SDK's protobuf + JSON mapping would."""
+    from voltrace.telemetry.exporters import _otlp_json_direct, otlp_json_via_protobuf
+
+    nova.sim.inject(__import__("voltrace.cinder_sim", fromlist=["Fault"]).Fault(
+        "volumes.create", status=500, times=1))
+    for volume in ({"size": 1}, {"size": 1}, {"size": 0}, {"size": 1, "snapshot_id": "x"}):
+        response = nova.create(volume)
+        captured.complete_trace(response.header("x-openstack-request-id"))
+    spans = list(captured.spans)
+    assert len(spans) > 30
+    assert _otlp_json_direct(spans) == otlp_json_via_protobuf(spans)

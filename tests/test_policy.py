@@ -38,3 +38,12 @@ def test_operator_policy_file_overrides_the_default(start_nova, tmp_path):
     nova = start_nova(policy_file=str(policy))
     assert nova.create({"size": 1}, headers=member_headers(roles="reader")).status == 200
     assert nova.create({"size": 1}, headers=member_headers(roles="member")).status == 403
+
+
+def test_cached_decisions_follow_the_roles(nova):
+    """Remembered decisions never leak between callers with different roles or scopes."""
+    for _ in range(2):
+        assert nova.create({"size": 1}, headers=member_headers(roles="reader")).status == 403
+        assert nova.create({"size": 1}, headers=member_headers(roles="member")).status == 200
+        system = {**member_headers(roles="member"), "OpenStack-System-Scope": "all"}
+        assert nova.create({"size": 1}, headers=system).status == 403

@@ -93,3 +93,16 @@ def test_version_is_checked_before_content_type(nova):
     headers = {**member_headers(), "Content-Type": "application/xml",
                "OpenStack-API-Version": "compute 9.9"}
     assert nova.create({"size": 1}, headers=headers).status == 406
+
+
+def test_invalid_service_catalog_is_500_from_keystone_context(nova, captured):
+    """Nova's keystone context refuses a catalog that is not JSON, before the pipeline."""
+    headers = {**member_headers(), "X-Service-Catalog": "{not json"}
+    response = nova.create({"size": 1}, headers=headers)
+    assert response.status == 500
+    assert b"Invalid service catalog json." in response.body
+    request_id = response.header("x-openstack-request-id")
+    captured.complete_trace(request_id)
+    server = captured.server_span(request_id)
+    assert server.attributes["voltrace.failed_stage"] == "keystonecontext"
+    assert server.attributes["voltrace.failure_class"] == "invalid_service_catalog"

@@ -176,6 +176,9 @@ def request_outcome(environ: dict, http_status: int) -> RequestOutcome:
     if ctx is None and http_status in _MIDDLEWARE_FAILURES:
         stage, failure = _MIDDLEWARE_FAILURES[http_status]
         return RequestOutcome(outcome, http_status, stage, failure)
+    if ctx is None and http_status == 500 and ENV_CONTEXT not in environ:
+        # NovaKeystoneContext's own 500: X-Service-Catalog is not JSON.
+        return RequestOutcome(outcome, http_status, "keystonecontext", "invalid_service_catalog")
     if http_status >= 500:
         return RequestOutcome(outcome, http_status, "wsgi", "internal_error")
     if http_status >= 400:

@@ -14,6 +14,7 @@ Failure classes, the stage that raises them and the HTTP status (see
 
     (middleware)     request_too_large ........... 413  body > 114688 bytes
     (middleware)     unauthenticated ............. 401  no X-User-Id
+    (middleware)     invalid_service_catalog ..... 500  X-Service-Catalog is not JSON
     parse            invalid_microversion ........ 400  bad version header
                      unsupported_microversion .... 406  outside 2.1..2.104
                      unsupported_media_type ...... 415
@@ -85,6 +86,10 @@ FAILURES: dict[str, FailureClass] = _failure_table(
     FailureClass(
         "unauthenticated", "keystonecontext", "no user identity on the request",
         "Put keystonemiddleware auth_token in front, or send X-User-Id/X-Project-Id.",
+    ),
+    FailureClass(
+        "invalid_service_catalog", "keystonecontext", "X-Service-Catalog is not valid JSON",
+        "Whatever sets X-Service-Catalog (keystonemiddleware) sends a broken catalog.",
     ),
     FailureClass(
         "invalid_microversion", "parse", "microversion header is not MajorNum.MinorNum",

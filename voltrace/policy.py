@@ -50,6 +50,8 @@ class VolumePolicy:
         self._enforcer = policy.Enforcer(conf, policy_file=policy_file)
         self._enforcer.register_defaults(_DEFAULTS)
         self.policy_file = policy_file
+        # Decisions by the inputs Nova's default rules read; see authorize().
+        self._decisions: dict[tuple, bool] = {}
         # Load now, so a broken operator file fails at startup, not per request.
         self._enforcer.load_rules()
         if not policy_file:
@@ -59,6 +61,40 @@ class VolumePolicy:
 
     def authorize(self, context: oslo_context.RequestContext) -> None:
         """nova/context.py:RequestContext.can with target {'project_id': context.project_id}."""
+        key = self._decision_key(context)
+        if key is not None and key in self._decisions:
+            if self._decisions[key]:
+                return
+            denied = PolicyNotAuthorized(action=CREATE_RULE)
+            raise NovaFault(403, denied.format_message(), "policy_denied", cause=denied)
+        try:
+            self._enforce(context)
+        except NovaFault:
+            self._remember(key, False)
+            raise
+        self._remember(key, True)
+
+    def _decision_key(self, context: oslo_context.RequestContext) -> tuple | None:
+        """What the default rules depend on, when nothing else can change the answer.
+
+        oslo.policy costs ~0.4 ms a call here (it inspects check signatures each time).
+        With no policy file the rules are fixed, and the target is always the caller's
+        own project, so the decision is a function of the roles and the token's scope.
+        An operator's file may read anything, so then every call goes to oslo.policy.
+        """
+        if self.policy_file:
+            return None
+        roles = tuple(sorted({role.lower() for role in context.roles or ()}))
+        return (roles, context.system_scope, context.domain_id, context.project_id is None)
+
+    def _remember(self, key: tuple | None, allowed: bool) -> None:
+        if key is None:
+            return
+        if len(self._decisions) >= 1024:  # bounded: role sets are few, but never trusted
+            self._decisions.clear()
+        self._decisions[key] = allowed
+
+    def _enforce(self, context: oslo_context.RequestContext) -> None:
         target = {"project_id": context.project_id, "user_id": context.user_id}
         try:
             self._enforcer.authorize(
