@@ -1,26 +1,87 @@
 """RED metrics for volume creates: rate, errors and duration, per stage.
 
-Names follow OpenTelemetry's conventions; through the Prometheus exporter they
-become e.g. ``voltrace_stage_duration_seconds_bucket`` and
-``voltrace_creates_total``. Labels carry no ids, so cardinality stays bounded:
-stage (6 + 3), outcome (3), status (a dozen), failure class (~25).
+The instruments (OpenTelemetry names; Prometheus names through
+``opentelemetry-exporter-prometheus``)::
+
+    voltrace.stage.duration           histogram  s  stage, outcome (ok|skipped|error)
+        -> voltrace_stage_duration_seconds_bucket|_sum|_count
+    voltrace.create.duration          histogram  s  outcome (success|client_error|server_error)
+        -> voltrace_create_duration_seconds_bucket|_sum|_count
+    voltrace.creates                  counter       outcome, http_status, failed_stage,
+                                                    failure_class
+        -> voltrace_creates_total
+    voltrace.cinder.request.duration  histogram  s  http.request.method, http.route,
+                                                    http.response.status_code
+        -> voltrace_cinder_request_duration_seconds_bucket|_sum|_count
+    voltrace.telemetry.spans.dropped  counter       exporter, reason
+        -> voltrace_telemetry_spans_dropped_total
+
+Every label value comes from a closed set, so cardinality stays bounded whatever
+the traffic: the 6 pipeline stages (``failed_stage`` adds sizelimit,
+keystonecontext, router and wsgi for answers given before the pipeline), 3
+outcomes, a dozen HTTP statuses, ~25 failure classes (``voltrace.errors.FAILURES``),
+and Cinder routes as templates (``/v3/{project_id}/volumes/{volume_id}``), never
+ids. Which project or request failed is in the exemplars, traces and logs.
+
+Histograms use :data:`DURATION_BUCKETS_S`, 1 ms to 60 s.
+
+**Exemplars.** The SDK keeps, per histogram bucket and per counter series, the
+last measurement taken inside a sampled span (``OTEL_METRICS_EXEMPLAR_FILTER``,
+default ``trace_based``). OTLP metric export carries them as is. For Prometheus,
+:class:`ExemplarPrometheusMetricReader` is ``PrometheusMetricReader`` plus those
+exemplars, written as ``# {trace_id="…",span_id="…"} value timestamp`` when a
+scraper asks for OpenMetrics (Prometheus does; it stores them with
+``--enable-feature=exemplar-storage``). Grafana then draws them on the latency
+panels, and a click opens the trace in Jaeger.
+
+**Cost.** A create makes 10 measurements (6 stages, the counter, the create
+histogram, 2 Cinder calls); the OpenTelemetry SDK spends some 20-30 µs on each
+(a third of it on exemplars), recorded inline. docs/metrics.md has the figures.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.exporter.prometheus import PrometheusMetricReader, _CustomCollector, map_unit
+from opentelemetry.sdk.metrics.export import Histogram, HistogramDataPoint, Metric, Sum
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.samples import Exemplar as PromExemplar
 
 # Seconds, from 1 ms to 60 s: loopback creates sit in the first buckets,
 # connect retries (0.5 + 1 + 2 s) and slow Cinders in the last ones.
 DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                       1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
+STAGE_DURATION = "voltrace.stage.duration"
+CREATE_DURATION = "voltrace.create.duration"
+CREATES = "voltrace.creates"
+CINDER_DURATION = "voltrace.cinder.request.duration"
+SPANS_DROPPED = "voltrace.telemetry.spans.dropped"
+
+# The attribute keys of each instrument: no other key is ever recorded.
+LABELS: dict[str, frozenset[str]] = {
+    STAGE_DURATION: frozenset({"stage", "outcome"}),
+    CREATE_DURATION: frozenset({"outcome"}),
+    CREATES: frozenset({"outcome", "http_status", "failed_stage", "failure_class"}),
+    CINDER_DURATION: frozenset({"http.request.method", "http.route",
+                                "http.response.status_code"}),
+    SPANS_DROPPED: frozenset({"exporter", "reason"}),
+}
+STAGE_OUTCOMES = ("ok", "skipped", "error")
+CREATE_OUTCOMES = ("success", "client_error", "server_error")
+
 _CINDER_ROUTE = re.compile(
     r"/v3/[^/]+/(?P<collection>volumes|snapshots|os-quota-sets)(?P<item>/[^/?]+)?"
 )
 _ITEM_NAMES = {"volumes": "{volume_id}", "snapshots": "{snapshot_id}",
                "os-quota-sets": "{project_id}"}
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def cinder_route(url: str) -> str:
@@ -34,53 +95,193 @@ def cinder_route(url: str) -> str:
     return route
 
 
+def _status_code(status: int | str) -> int | str:
+    """An HTTP status as semconv wants it (an int), anything else as one bounded word."""
+    try:
+        code = int(status)
+    except (TypeError, ValueError):
+        return "other"
+    return code if 100 <= code <= 599 else "other"
+
+
 class VolumeMetrics:
-    """The instruments, and one method per thing worth counting."""
+    """The instruments, and one method per thing worth counting.
+
+    Each method takes an optional ``context``: the span an exemplar should point
+    at (default: the current span).
+    """
 
     def __init__(self, meter: Any) -> None:
         self.stage_duration = meter.create_histogram(
-            "voltrace.stage.duration", unit="s",
+            STAGE_DURATION, unit="s",
             description="Duration of one pipeline stage of a volume create",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
         )
         self.create_duration = meter.create_histogram(
-            "voltrace.create.duration", unit="s",
+            CREATE_DURATION, unit="s",
             description="Duration of a whole POST /v2.1/os-volumes as nova-api served it",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
         )
         self.creates = meter.create_counter(
-            "voltrace.creates", unit="{create}",
+            CREATES, unit="{create}",
             description="Volume creates answered, by outcome, HTTP status and failed stage",
         )
         self.cinder_duration = meter.create_histogram(
-            "voltrace.cinder.request.duration", unit="s",
+            CINDER_DURATION, unit="s",
             description="Duration of nova-api's HTTP calls to cinder-api",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
         )
         self.dropped = meter.create_counter(
-            "voltrace.telemetry.spans.dropped", unit="{span}",
+            SPANS_DROPPED, unit="{span}",
             description="Spans an exporter failed to deliver",
         )
 
-    def stage(self, stage: str, status: str, duration_s: float) -> None:
-        self.stage_duration.record(duration_s, {"stage": stage, "outcome": status})
+    @staticmethod
+    def _record(record: Callable[..., None], amount: float, attributes: dict[str, Any],
+                context: Context | None) -> None:
+        record(amount, attributes, context=context)
+
+    def stage(self, stage: str, status: str, duration_s: float,
+              context: Context | None = None) -> None:
+        self._record(self.stage_duration.record, duration_s,
+                     {"stage": stage, "outcome": status}, context)
 
     def create(self, outcome: str, http_status: int, failed_stage: str | None,
-               failure_class: str | None, duration_s: float) -> None:
-        self.creates.add(1, {
+               failure_class: str | None, duration_s: float,
+               context: Context | None = None) -> None:
+        self._record(self.creates.add, 1, {
             "outcome": outcome,
             "http_status": str(http_status),
             "failed_stage": failed_stage or "none",
             "failure_class": failure_class or "none",
-        })
-        self.create_duration.record(duration_s, {"outcome": outcome})
+        }, context)
+        self._record(self.create_duration.record, duration_s, {"outcome": outcome}, context)
 
-    def cinder_call(self, method: str, url: str, status: int | str, duration_s: float) -> None:
-        self.cinder_duration.record(duration_s, {
-            "http_request_method": method,
-            "http_route": cinder_route(url),
-            "http_response_status_code": str(status),
-        })
+    def cinder_call(self, method: str, url: str, status: int | str, duration_s: float,
+                    context: Context | None = None) -> None:
+        method = method.upper()
+        self._record(self.cinder_duration.record, duration_s, {
+            "http.request.method": method if method in _METHODS else "_OTHER",
+            "http.route": cinder_route(url),
+            "http.response.status_code": _status_code(status),
+        }, context)
 
     def spans_dropped(self, count: int, exporter: str, reason: str) -> None:
         self.dropped.add(count, {"exporter": exporter, "reason": reason})
+
+
+# ---------------------------------------------------------------------------
+# Prometheus, with exemplars
+# ---------------------------------------------------------------------------
+
+
+def _prom_exemplar(exemplar: Any) -> PromExemplar | None:
+    if not exemplar.trace_id or not exemplar.span_id:
+        return None
+    return PromExemplar(
+        {"trace_id": f"{exemplar.trace_id:032x}", "span_id": f"{exemplar.span_id:016x}"},
+        exemplar.value,
+        exemplar.time_unix_nano / 1e9,
+    )
+
+
+def _bucket_exemplars(bounds: Sequence[float], exemplars: Sequence[Any]) -> list[Any]:
+    """One exemplar (or None) per bucket, +Inf included: the one whose value falls in it."""
+    slots: list[Any] = [None] * (len(bounds) + 1)
+    for exemplar in exemplars:
+        converted = _prom_exemplar(exemplar)
+        if converted is None:
+            continue
+        index = next((i for i, bound in enumerate(bounds) if exemplar.value <= bound),
+                     len(bounds))
+        slots[index] = converted
+    return slots
+
+
+_log = logging.getLogger(__name__)
+# The exporter's private hooks this module builds on (opentelemetry-exporter-prometheus 0.66).
+_HOOKS = ("_translate_metric", "_collect_data_points", "_resolve_metric_name")
+
+
+class _ExemplarCollector(_CustomCollector):
+    """``_CustomCollector`` that also hands each point's exemplars to prometheus_client."""
+
+    def _translate_metric(self, metric: Metric, scope_attrs: dict[str, Any],
+                          resource_attrs: dict[str, Any],
+                          metric_family_id_metric_family: dict[str, Any]) -> None:
+        data = metric.data
+        has_exemplars = isinstance(data, Histogram) or (
+            isinstance(data, Sum) and data.is_monotonic)
+        if has_exemplars and any(p.exemplars for p in data.data_points):
+            try:
+                self._translate_with_exemplars(metric, scope_attrs, resource_attrs,
+                                               metric_family_id_metric_family)
+                return
+            except Exception:  # a scrape must never fail because of an exemplar
+                _log.exception("exemplars of %s left out", metric.name)
+        super()._translate_metric(metric, scope_attrs, resource_attrs,
+                                  metric_family_id_metric_family)
+
+    def _translate_with_exemplars(self, metric: Metric, scope_attrs: dict[str, Any],
+                                  resource_attrs: dict[str, Any],
+                                  metric_family_id_metric_family: dict[str, Any]) -> None:
+        data = metric.data
+        name = self._resolve_metric_name(metric.name)
+        description = metric.description or ""
+        unit = map_unit(metric.unit or "")
+        label_keys, label_rows, values = self._collect_data_points(
+            data, scope_attrs, resource_attrs)
+        factory = HistogramMetricFamily if isinstance(data, Histogram) else CounterMetricFamily
+        family_id = "|".join((name, description, unit, factory.__name__))
+        family = metric_family_id_metric_family.get(family_id)
+        if family is None:
+            family = factory(name=name, documentation=description, labels=label_keys, unit=unit)
+        rows = len(family.samples)
+        try:
+            self._add_points(family, data, label_rows, values)
+        except Exception:
+            del family.samples[rows:]  # leave the family as it was for the fallback
+            raise
+        metric_family_id_metric_family[family_id] = family
+
+    @staticmethod
+    def _add_points(family: Any, data: Any, label_rows: list, values: list) -> None:
+        for point, row, value in zip(data.data_points, label_rows, values, strict=True):
+            if isinstance(point, HistogramDataPoint):
+                bounds = list(point.explicit_bounds)
+                slots = _bucket_exemplars(bounds, point.exemplars)
+                buckets: list[Any] = []
+                cumulative = 0
+                for bound, count, exemplar in zip([*bounds, "+Inf"], point.bucket_counts, slots,
+                                                  strict=True):
+                    cumulative += count
+                    buckets.append((str(bound), cumulative, exemplar))
+                family.add_metric(row, buckets=buckets, sum_value=point.sum)
+            else:
+                converted = [e for e in map(_prom_exemplar, point.exemplars) if e is not None]
+                family.add_metric(row, value, exemplar=converted[-1] if converted else None)
+
+
+class ExemplarPrometheusMetricReader(PrometheusMetricReader):
+    """``PrometheusMetricReader`` whose OpenMetrics output carries trace exemplars.
+
+    A drop-in replacement: same names, labels and ``target_info``. The classic
+    text format (``text/plain; version=0.0.4``) has no exemplars, so plain
+    ``curl`` output is unchanged; OpenMetrics scrapers get them.
+    """
+
+    def __init__(self, *, registry: CollectorRegistry = REGISTRY, **kwargs: Any) -> None:
+        super().__init__(registry=registry, **kwargs)
+        if not all(callable(getattr(_CustomCollector, hook, None)) for hook in _HOOKS):
+            _log.warning("opentelemetry-exporter-prometheus changed: serving without exemplars")
+            return
+        registry.unregister(self._collector)
+        collector = _ExemplarCollector(
+            disable_target_info=kwargs.get("disable_target_info", False),
+            prefix=kwargs.get("prefix", ""),
+            scope_info_enabled=kwargs.get("scope_info_enabled", True),
+            resource_attribute_filter=kwargs.get("resource_attribute_filter"),
+        )
+        registry.register(collector)
+        collector._callback = self.collect  # after register(), which may call collect()
+        self._collector = collector

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from voltrace.context import CreateContext, StageRecord
@@ -89,7 +90,9 @@ class TelemetryObserver:
             yield
             trace_id, span_id = ids(span)
             self._annotate(span, stage, ctx, record, calls_before)
-        self.metrics.stage(stage.name, record.status, record.duration_s)
+        # The stage span's context, so an exemplar leads to this very stage.
+        self.metrics.stage(stage.name, record.status, record.duration_s,
+                           context=trace.set_span_in_context(span))
         self._log(stage, ctx, record, trace_id, span_id)
 
     def _annotate(self, span: Span, stage: Stage, ctx: CreateContext, record: StageRecord,

@@ -1,0 +1,606 @@
+"""The dashboard and the alert rules, proven against a real Prometheus.
+
+One Prometheus (Debian's 2.42, 1 s scrape and evaluation intervals, exemplar storage
+on) scrapes two voltrace targets under the job of ``dashboards/prometheus.yml``:
+
+* an in-process voltrace (two servers sharing one telemetry: one in front of the
+  Cinder simulator, one whose Cinder endpoint is a closed port) exposing
+  ``ExemplarPrometheusMetricReader`` on a loopback port;
+* a real ``voltrace serve --metrics-port`` process (gunicorn) in front of the same
+  simulator.
+
+Two rounds of traffic drive successes and every failure class, each round waited
+for until Prometheus has scraped it (so every rate has two samples). Then every
+dashboard query and every alert expression runs through ``/api/v1/query``, and the
+rules themselves are loaded from a copy of ``dashboards/alerts.yml`` in which each
+``for:`` is ``0s`` (their real durations are covered by ``promtool test rules``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry, start_http_server
+
+from tests.conftest import member_headers, require
+from voltrace.cinder import CinderSettings
+from voltrace.cinder_sim import CinderSimulator, Fault
+from voltrace.client import NovaClient
+from voltrace.server import EmbeddedServer, ServeConfig, build_service
+from voltrace.stages import STAGES
+from voltrace.telemetry import Telemetry, TelemetryConfig
+from voltrace.telemetry.metrics import ExemplarPrometheusMetricReader
+
+REPO = Path(__file__).resolve().parents[1]
+DASHBOARDS = REPO / "dashboards"
+DASHBOARD = DASHBOARDS / "grafana" / "voltrace.json"
+ALERTS = DASHBOARDS / "alerts.yml"
+JOB = "voltrace"
+
+PIPELINE_STAGES = {stage.name for stage in STAGES}
+# (failed_stage, failure_class, http_status) of every failure the rounds drive.
+DRIVEN_FAILURES = {
+    ("parse", "schema_invalid", "400"),
+    ("authorize", "policy_denied", "403"),
+    ("resolve_snapshot", "snapshot_not_found", "404"),
+    ("call_cinder", "over_quota", "403"),
+    ("call_cinder", "cinder_server_error", "500"),
+    ("call_cinder", "cinder_not_found", "500"),
+    ("call_cinder", "cinder_unreachable", "500"),
+    ("sizelimit", "request_too_large", "413"),
+    ("keystonecontext", "unauthenticated", "401"),
+}
+CINDER_CALLS = {
+    ("POST", "/v3/{project_id}/volumes"),
+    ("GET", "/v3/{project_id}/volumes/{volume_id}"),
+    ("GET", "/v3/{project_id}/snapshots/{snapshot_id}"),
+}
+# Grafana's variables, as a user with a 1 s scrape interval would get them.
+GRAFANA_VARIABLES = {"__rate_interval": "1m", "__interval": "1s", "__range": "5m", "job": JOB}
+FIRING = {  # alert -> label sets it must fire with under the driven traffic
+    "VoltraceCreateFailureRatioHigh": [{"job": JOB}],
+    "VoltraceStageLatencyHigh": [{"job": JOB, "stage": "call_cinder"}],
+    "VoltraceCinderUnreachable": [{"job": JOB}],
+    "VoltraceCinderServerErrors": [{"job": JOB}],
+    "VoltraceOverQuotaSpike": [{"job": JOB}],
+    "VoltraceMetricsDown": [],
+    "VoltraceSpansDropped": [],
+}
+SLOW_S = 0.6  # injected Cinder latency: above the 0.5 s p95 threshold of the stage alert
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def poll(check: Callable[[], Any], what: str, timeout: float = 30.0,
+         detail: Callable[[], Any] | None = None) -> Any:
+    """Call ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            seen = detail() if detail is not None else result
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; "
+                                 f"last seen: {seen!r}")
+        time.sleep(0.1)
+
+
+def eventually(check: Callable[[], None], timeout: float = 5.0) -> None:
+    """Run ``check`` until it passes; its last AssertionError if it never does.
+
+    Under load a 1 s scrape can time out once, and Prometheus then marks the
+    target's series stale for a second: a real mistake still fails, 5 s later.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            check()
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
+def substitute(expr: str) -> str:
+    """Replace Grafana's $variables the way Grafana would before querying Prometheus."""
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: GRAFANA_VARIABLES[m.group(1)], expr)
+
+
+def dashboard_targets() -> list[tuple[str, dict]]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [(panel["title"], target) for panel in panels if panel["type"] != "row"
+            for target in panel.get("targets", [])]
+
+
+def alert_rules() -> list[dict]:
+    return [rule for group in yaml.safe_load(ALERTS.read_text())["groups"]
+            for rule in group["rules"] if "alert" in rule]
+
+
+def set_volume_quota(sim: CinderSimulator, project_id: str, volumes: int) -> None:
+    request = urllib.request.Request(
+        f"{sim.url}/v3/{project_id}/os-quota-sets/{project_id}", method="PUT",
+        data=json.dumps({"quota_set": {"volumes": volumes}}).encode(),
+        headers={"Content-Type": "application/json", "X-Auth-Token": "admin"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200
+
+
+@dataclass
+class Prometheus:
+    url: str
+    process: subprocess.Popen
+
+    def api(self, path: str, **params: Any) -> Any:
+        url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                body = json.load(answer)
+        except urllib.error.HTTPError as error:
+            raise AssertionError(f"{path} {params}: {error.read().decode()}") from None
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict]:
+        data = self.api("query", query=expr)
+        assert data["resultType"] in ("vector", "scalar"), data
+        return data["result"] if data["resultType"] == "vector" else [
+            {"metric": {}, "value": data["result"]}]
+
+
+@dataclass
+class Stack:
+    prometheus: Prometheus
+    instances: dict[str, str]  # "inproc" / "serve" -> Prometheus instance label
+    expected_creates: dict[str, int]
+    scenario_of_trace: dict[int, str] = field(default_factory=dict)
+    slow_traces: set[int] = field(default_factory=set)
+    started: float = 0.0
+
+
+class Driver:
+    """Sends creates with a known traceparent, so exemplars can be traced back."""
+
+    def __init__(self, stack: Stack, urls: dict[str, str]) -> None:
+        self.stack = stack
+        self.urls = urls
+
+    def create(self, scenario: str, target: str = "inproc", volume: dict | None = None,
+               headers: dict[str, str] | None = None, status: int = 200, **kwargs: Any) -> int:
+        trace_id = uuid.uuid4().int >> 1
+        self.stack.scenario_of_trace[trace_id] = scenario
+        headers = dict(member_headers() if headers is None else headers)
+        headers["traceparent"] = f"00-{trace_id:032x}-{uuid.uuid4().int >> 65:016x}-01"
+        client = NovaClient(self.urls[target])
+        try:
+            response = client.create_volume(volume, headers=headers, **kwargs)
+        finally:
+            client.close()
+        assert response.status == status, (scenario, response.status, response.body[:300])
+        counted = "inproc" if target == "unreachable" else target
+        self.stack.expected_creates[counted] += 1
+        return trace_id
+
+
+def drive_round(driver: Driver, sim: CinderSimulator, snapshot_id: str, slow: bool) -> None:
+    """Successes and every failure class; with ``slow``, three creates Cinder holds 0.6 s."""
+    if slow:
+        sim.inject(Fault("volumes.create", latency_ms=SLOW_S * 1000, times=3))
+        with ThreadPoolExecutor(3) as pool:
+            traces = list(pool.map(lambda _: driver.create("slow", volume={"size": 1}), range(3)))
+        driver.stack.slow_traces.update(traces)
+    for _ in range(2):
+        driver.create("success", volume={"size": 1})
+    driver.create("success", volume={"size": 1, "snapshot_id": snapshot_id})
+    driver.create("schema_invalid", volume={"size": 0}, status=400)
+    driver.create("policy_denied", volume={"size": 1}, headers=member_headers(roles="reader"),
+                  status=403)
+    driver.create("snapshot_not_found", volume={"size": 1, "snapshot_id": str(uuid.uuid4())},
+                  status=404)
+    for _ in range(8):
+        driver.create("over_quota", volume={"size": 1},
+                      headers=member_headers(project_id="p-quota"), status=403)
+    sim.inject(Fault("volumes.create", status=500, times=3))
+    for _ in range(3):
+        driver.create("cinder_server_error", volume={"size": 1}, status=500)
+    driver.create("cinder_not_found", volume={"size": 1, "volume_type": "no-such-type"},
+                  status=500)
+    driver.create("cinder_unreachable", "unreachable", volume={"size": 1}, status=500)
+    driver.create("request_too_large", raw_body=b'{"volume": {"size": 1, "name": "'
+                  + b"x" * 120_000 + b'"}}', status=413)
+    driver.create("unauthenticated", volume={"size": 1}, headers={}, status=401)
+    # The gunicorn process: a few creates through the real `voltrace serve`.
+    for _ in range(2):
+        driver.create("success", "serve", volume={"size": 1})
+    driver.create("policy_denied", "serve", volume={"size": 1},
+                  headers=member_headers(roles="reader"), status=403)
+
+
+def scraped_counts(stack: Stack) -> dict[str, int]:
+    result = stack.prometheus.query(f'sum by (instance) (voltrace_creates_total{{job="{JOB}"}})')
+    by_instance = {r["metric"].get("instance"): round(float(r["value"][1])) for r in result}
+    return {name: by_instance.get(instance, 0) for name, instance in stack.instances.items()}
+
+
+def wait_scraped(stack: Stack) -> None:
+    poll(lambda: scraped_counts(stack) == stack.expected_creates,
+         f"Prometheus to scrape {stack.expected_creates} creates",
+         detail=lambda: scraped_counts(stack))
+
+
+def start_prometheus(tmp: Path, targets: list[str]) -> Prometheus:
+    rules = yaml.safe_load(ALERTS.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                rule["for"] = "0s"  # fire on the first evaluation; promtool tests the real `for`
+    (tmp / "alerts.yml").write_text(yaml.safe_dump(rules, sort_keys=False))
+    config = yaml.safe_load((DASHBOARDS / "prometheus.yml").read_text())
+    config["global"].update(scrape_interval="1s", evaluation_interval="1s")
+    config["rule_files"] = [str(tmp / "alerts.yml")]
+    [job] = [j for j in config["scrape_configs"] if j["job_name"] == JOB]
+    job["static_configs"][0]["targets"] = targets
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    port = free_port()
+    log = (tmp / "prometheus.log").open("w")
+    process = subprocess.Popen(
+        ["prometheus", f"--config.file={tmp / 'prometheus.yml'}",
+         f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+         "--enable-feature=exemplar-storage", "--log.level=warn"],
+        stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert process.poll() is None, (tmp / "prometheus.log").read_text()
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as answer:
+                return answer.status == 200
+        except OSError:
+            return False
+
+    poll(ready, "Prometheus to be ready")
+    return Prometheus(url, process)
+
+
+def listening(port: int, process: subprocess.Popen | None = None) -> bool:
+    if process is not None:
+        assert process.poll() is None, "voltrace serve exited"
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Prometheus scraping voltrace, after two scraped rounds of successes and failures."""
+    require(bool(shutil.which("prometheus")), "Debian's prometheus package (apt-get install "
+            "prometheus) is needed to test the dashboard and alerts against Prometheus")
+    tmp = tmp_path_factory.mktemp("prometheus")
+    started = time.time()
+    sim = CinderSimulator(deterministic=True,
+                          default_quotas={"volumes": -1, "gigabytes": -1}).start()
+    closers: list[Callable[[], Any]] = [sim.stop]
+    try:
+        # Prometheus first: it scrapes nothing for its first ~5 s (service discovery
+        # updates are throttled), which the rest of the setup overlaps.
+        metrics_port, serve_port, serve_metrics = free_port(), free_port(), free_port()
+        instances = {"inproc": f"127.0.0.1:{metrics_port}", "serve": f"127.0.0.1:{serve_metrics}"}
+        prometheus = start_prometheus(tmp, list(instances.values()))
+        closers.append(lambda: (prometheus.process.terminate(), prometheus.process.wait(20)))
+        stack = Stack(prometheus, instances, {"inproc": 0, "serve": 0}, started=started)
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "voltrace", "serve", "--port", str(serve_port),
+             "--metrics-port", str(serve_metrics), "--cinder-endpoint", sim.endpoint_template,
+             "--cinder-retries", "0", "--log-file", str(tmp / "serve.log")],
+            cwd=REPO, env=env, stderr=(tmp / "serve.err").open("w"))
+        closers.append(lambda: (serve.terminate(), serve.wait(timeout=20)))
+
+        registry = CollectorRegistry()
+        telemetry = Telemetry.create(TelemetryConfig(
+            service_name="nova-api", use_env_service_name=False,
+            metric_readers=[ExemplarPrometheusMetricReader(registry=registry)],
+            log_stream=io.StringIO(), log_format="json", span_processor="simple"))
+        closers.append(telemetry.shutdown)
+        metrics_server, _ = start_http_server(metrics_port, addr="127.0.0.1", registry=registry)
+        closers.append(lambda: (metrics_server.shutdown(), metrics_server.server_close()))
+        servers = {
+            "inproc": EmbeddedServer(build_service(ServeConfig(cinder=CinderSettings(
+                endpoint_template=sim.endpoint_template, http_retries=0)), telemetry)),
+            "unreachable": EmbeddedServer(build_service(ServeConfig(cinder=CinderSettings(
+                endpoint_template=f"http://127.0.0.1:{free_port()}/v3/%(project_id)s",
+                http_retries=0)), telemetry)),
+        }
+        for server in servers.values():
+            server.start()
+            closers.append(server.stop)
+        urls = {name: server.url for name, server in servers.items()}
+        urls["serve"] = f"http://127.0.0.1:{serve_port}"
+
+        set_volume_quota(sim, "p-quota", 0)
+        snapshot_id = sim.add_snapshot("p-member", size=1)["id"]
+        poll(lambda: listening(serve_metrics, serve) and listening(serve_port, serve),
+             "voltrace serve to listen")
+        # Each round is scraped before the next, so every series has a sample before
+        # round 2 and every rate over the window is positive.
+        driver = Driver(stack, urls)
+        drive_round(driver, sim, snapshot_id, slow=False)
+        wait_scraped(stack)
+        drive_round(driver, sim, snapshot_id, slow=True)
+        wait_scraped(stack)
+        yield stack
+    finally:
+        for close in reversed(closers):
+            close()
+
+
+def labels_of(result: list[dict], *keys: str) -> set[tuple[str, ...]]:
+    return {tuple(r["metric"].get(k, "") for k in keys) for r in result}
+
+
+def values_of(result: list[dict]) -> list[float]:
+    return [float(r["value"][1]) for r in result]
+
+
+def finite_and_positive(result: list[dict]) -> bool:
+    return all(0 < v < float("inf") for v in values_of(result))
+
+
+# What each dashboard query must return under the driven traffic: (panel, refId) -> check.
+def _creates_by_outcome(r: list[dict]) -> None:
+    assert labels_of(r, "outcome") == {("success",), ("client_error",), ("server_error",)}
+    assert finite_and_positive(r)
+
+
+def _ratio(r: list[dict]) -> None:
+    [value] = values_of(r)
+    assert 0 < value < 1
+
+
+def _per_stage(r: list[dict]) -> None:
+    assert {s for (s,) in labels_of(r, "stage")} == PIPELINE_STAGES
+    assert finite_and_positive(r)
+
+
+def _slow_call_cinder(r: list[dict]) -> None:
+    _per_stage(r)
+    by_stage = {x["metric"]["stage"]: float(x["value"][1]) for x in r}
+    assert by_stage["call_cinder"] > 0.5  # the three creates Cinder held 0.6 s
+
+
+def _failures(r: list[dict]) -> None:
+    assert labels_of(r, "failed_stage", "failure_class", "http_status") == DRIVEN_FAILURES
+    assert finite_and_positive(r)
+
+
+def _failures_rate(r: list[dict]) -> None:
+    assert labels_of(r, "failed_stage", "failure_class") == {f[:2] for f in DRIVEN_FAILURES}
+    assert finite_and_positive(r)
+
+
+def _create_latency(r: list[dict]) -> None:
+    assert labels_of(r, "outcome") == {("success",), ("client_error",), ("server_error",)}
+    assert finite_and_positive(r)
+
+
+def _cinder_latency(r: list[dict]) -> None:
+    assert labels_of(r, "http_request_method", "http_route") == CINDER_CALLS
+    assert finite_and_positive(r)
+
+
+def _cinder_status(r: list[dict]) -> None:
+    assert {s for (s,) in labels_of(r, "http_response_status_code")} == {
+        "200", "202", "404", "413", "500"}
+    assert labels_of(r, "http_request_method", "http_route") == CINDER_CALLS
+    assert finite_and_positive(r)
+
+
+def _no_dropped_spans(r: list[dict]) -> None:
+    assert values_of(r) == [0.0]
+
+
+PANEL_CHECKS: dict[tuple[str, str], Callable[[list[dict]], None]] = {
+    ("Creates per second by outcome", "A"): _creates_by_outcome,
+    ("Error ratio", "A"): _ratio,
+    ("Error ratio", "B"): _ratio,
+    ("Stage latency p50", "A"): _per_stage,
+    ("Stage latency p95", "A"): _slow_call_cinder,
+    ("Stage latency p99", "A"): _slow_call_cinder,
+    ("Stage latency per stage (time range)", "A"): _per_stage,
+    ("Stage latency per stage (time range)", "B"): _slow_call_cinder,
+    ("Stage latency per stage (time range)", "C"): _slow_call_cinder,
+    ("Stage latency per stage (time range)", "D"): _per_stage,
+    ("Which stage fails, by failure class", "A"): _failures,
+    ("Failures per second by stage and failure class", "A"): _failures_rate,
+    ("Create latency p50 / p95 / p99", "A"): _create_latency,
+    ("Create latency p50 / p95 / p99", "B"): _create_latency,
+    ("Create latency p50 / p95 / p99", "C"): _create_latency,
+    ("Cinder call latency p50 / p95 / p99", "A"): _cinder_latency,
+    ("Cinder call latency p50 / p95 / p99", "B"): _cinder_latency,
+    ("Cinder call latency p50 / p95 / p99", "C"): _cinder_latency,
+    ("Cinder calls per second by status", "A"): _cinder_status,
+    ("Spans dropped (time range)", "A"): _no_dropped_spans,
+}
+
+
+def test_prometheus_scrapes_every_voltrace_target(stack: Stack) -> None:
+    """Both targets (in-process and `voltrace serve`) are up, named nova-api, and counted."""
+    prometheus = stack.prometheus
+
+    def check() -> None:
+        up = {r["metric"]["instance"]: values_of([r])[0]
+              for r in prometheus.query(f'up{{job="{JOB}"}}')}
+        assert up == {instance: 1.0 for instance in stack.instances.values()}
+        info = prometheus.query(f'target_info{{job="{JOB}"}}')
+        assert labels_of(info, "instance", "service_name") == {
+            (instance, "nova-api") for instance in stack.instances.values()}
+        assert scraped_counts(stack) == stack.expected_creates
+        serve = stack.instances["serve"]
+        outcomes = prometheus.query(
+            f'sum by (outcome) (voltrace_creates_total{{job="{JOB}",instance="{serve}"}})')
+        assert {r["metric"]["outcome"]: values_of([r])[0] for r in outcomes} == {
+            "success": 4.0, "client_error": 2.0}
+
+    eventually(check)
+
+
+def test_every_dashboard_query_returns_the_expected_series(stack: Stack) -> None:
+    """Each panel query parses in Prometheus and returns the series the traffic implies."""
+    targets = dashboard_targets()
+    assert {(title, t["refId"]) for title, t in targets} == set(PANEL_CHECKS)
+    for title, target in targets:
+        expr = substitute(target["expr"])
+
+        def check(title: str = title, ref: str = target["refId"], expr: str = expr) -> None:
+            result = stack.prometheus.query(expr)
+            try:
+                PANEL_CHECKS[(title, ref)](result)
+            except AssertionError as error:
+                raise AssertionError(f"{title} {ref}: {expr}\n-> {result}") from error
+
+        eventually(check)
+
+
+def test_dashboard_job_variable_lists_the_scrape_job(stack: Stack) -> None:
+    """The $job variable's label_values(voltrace_creates_total, job) finds the scrape job."""
+    [variable] = [v for v in json.loads(DASHBOARD.read_text())["templating"]["list"]
+                  if v["name"] == "job"]
+    metric, label = re.fullmatch(r"label_values\((\w+), (\w+)\)", variable["query"]).groups()
+    assert stack.prometheus.api(f"label/{label}/values", **{"match[]": metric}) == [JOB]
+
+
+def test_every_alert_expression_matches_the_driven_failures(stack: Stack) -> None:
+    """Each alert expr parses; those the failures should trip return the right label sets."""
+    rules = alert_rules()
+    assert {rule["alert"] for rule in rules} == set(FIRING)
+    for rule in rules:
+        def check(rule: dict = rule) -> None:
+            result = stack.prometheus.query(rule["expr"])
+            got = [dict(r["metric"]) for r in result]
+            assert sorted(got, key=str) == sorted(FIRING[rule["alert"]], key=str), (
+                rule["alert"], result)
+
+        eventually(check)
+
+
+def test_alerts_fire_with_summary_and_runbook(stack: Stack) -> None:
+    """The loaded rules fire exactly the expected alerts, with rendered summary and runbook."""
+    expected = {(name, tuple(sorted(labels.items())))
+                for name, label_sets in FIRING.items() for labels in label_sets}
+    seen: dict[str, Any] = {}
+
+    def firing() -> set[tuple[str, tuple]]:
+        seen["alerts"] = [a for a in stack.prometheus.api("alerts")["alerts"]
+                          if a["state"] == "firing"]
+        return {(a["labels"]["alertname"], tuple(sorted(
+            (k, v) for k, v in a["labels"].items() if k not in ("alertname", "severity"))))
+            for a in seen["alerts"]}
+
+    def detail() -> Any:
+        targets = stack.prometheus.api("targets")["activeTargets"]
+        return firing(), [(t["scrapeUrl"], t["health"], t["lastError"]) for t in targets]
+
+    poll(lambda: firing() == expected, f"alerts {sorted(expected)} to fire", detail=detail)
+    for alert in seen["alerts"]:  # the very alerts that matched
+        annotations = alert["annotations"]
+        assert "{{" not in annotations["summary"] and JOB in annotations["summary"]
+        assert annotations["runbook"].startswith("1. ")
+        assert alert["labels"]["severity"] in ("critical", "warning")
+    rendered = {a["labels"]["alertname"]: a["annotations"]["summary"] for a in seen["alerts"]}
+    assert re.fullmatch(r"p95 of stage call_cinder is \d+(\.\d+)?ms \(voltrace\)",
+                        rendered["VoltraceStageLatencyHigh"])
+    assert re.fullmatch(r"\d+(\.\d+)?% of volume creates are refused over quota \(voltrace\)",
+                        rendered["VoltraceOverQuotaSpike"])
+
+
+def exemplars(stack: Stack, selector: str) -> list[tuple[dict, dict]]:
+    data = stack.prometheus.api("query_exemplars", query=selector,
+                                start=f"{stack.started - 60:.3f}", end=f"{time.time() + 60:.3f}")
+    return [(series["seriesLabels"], exemplar)
+            for series in data for exemplar in series["exemplars"]]
+
+
+def test_slow_bucket_exemplars_open_the_slow_creates(stack: Stack) -> None:
+    """The slow creates' traces are exemplars of call_cinder's and the create's slow buckets."""
+    for selector in ('voltrace_stage_duration_seconds_bucket{stage="call_cinder"}',
+                     'voltrace_create_duration_seconds_bucket{outcome="success"}'):
+        found = [(series["le"], int(e["labels"]["trace_id"], 16), float(e["value"]))
+                 for series, e in exemplars(stack, selector)]
+        assert {trace for _, trace, _ in found} <= set(stack.scenario_of_trace), selector
+        slow = [(le, value) for le, trace, value in found if trace in stack.slow_traces]
+        assert slow, selector
+        for le, value in slow:  # in a bucket above the injected latency, as observed
+            assert SLOW_S <= value <= float(le), (selector, le, value)
+
+
+def test_counter_exemplars_link_each_failure_class_to_its_traces(stack: Stack) -> None:
+    """Every exemplar on voltrace_creates_total belongs to a create of that failure class."""
+    found = exemplars(stack, f'voltrace_creates_total{{instance="{stack.instances["inproc"]}"}}')
+    classes = set()
+    for series, exemplar in found:
+        scenario = stack.scenario_of_trace[int(exemplar["labels"]["trace_id"], 16)]
+        expected = "none" if scenario in ("success", "slow") else scenario
+        assert series["failure_class"] == expected, (series, scenario)
+        classes.add(series["failure_class"])
+    assert classes == {f[1] for f in DRIVEN_FAILURES} | {"none"}
+
+
+def _promtool(*args: str) -> subprocess.CompletedProcess:
+    require(bool(shutil.which("promtool")), "promtool (Debian package prometheus) is needed")
+    return subprocess.run(["promtool", *args], cwd=DASHBOARDS, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def test_promtool_check_rules() -> None:
+    """promtool accepts dashboards/alerts.yml."""
+    result = _promtool("check", "rules", "alerts.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
+
+
+def test_promtool_unit_tests_cover_every_alert() -> None:
+    """promtool test rules passes, with a firing case for every alert in alerts.yml."""
+    tests = yaml.safe_load((DASHBOARDS / "alerts.test.yml").read_text())["tests"]
+    fired = {case["alertname"] for test in tests for case in test["alert_rule_test"]
+             if case["exp_alerts"]}
+    quiet = {case["alertname"] for test in tests for case in test["alert_rule_test"]
+             if not case["exp_alerts"]}
+    names = {rule["alert"] for rule in alert_rules()}
+    assert fired == names
+    assert quiet == names
+    result = _promtool("test", "rules", "alerts.test.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_check_config() -> None:
+    """dashboards/prometheus.yml (with the rule file it names) is a valid Prometheus config."""
+    result = _promtool("check", "config", "prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
