@@ -88,12 +88,17 @@ def trace_exporter_names(extra_otlp: bool = False) -> list[str]:
     return names
 
 
+# gRPC backs off up to 120 s between reconnects; after a collector outage that would
+# keep spans dropping for minutes once it is back. Retry at least every 5 s instead.
+GRPC_CHANNEL_OPTIONS = (("grpc.max_reconnect_backoff_ms", 5000),)
+
+
 def otlp_span_exporter() -> SpanExporter:
     protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
                 or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").strip()
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-        return OTLPSpanExporter()
+        return OTLPSpanExporter(channel_options=GRPC_CHANNEL_OPTIONS)
     if protocol in ("http/protobuf", "http"):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
         return Http()
@@ -370,7 +375,10 @@ def _otlp_metric_reader() -> MetricReader:
                 or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf")
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        return PeriodicExportingMetricReader(
+            OTLPMetricExporter(channel_options=GRPC_CHANNEL_OPTIONS))
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
     return PeriodicExportingMetricReader(OTLPMetricExporter())
 
