@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
@@ -169,14 +170,16 @@ class OtlpJsonFileExporter(SpanExporter):
         self._lock = threading.Lock()
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in shutdown
+        self._file = open(path, "ab")  # noqa: SIM115 - closed in shutdown
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        line = json.dumps(otlp_json(spans), separators=(",", ":"))
+        # orjson: the same compact JSON as json.dumps, several times faster, and this
+        # runs on the exporter thread that competes with requests for the GIL.
+        line = orjson.dumps(otlp_json(spans)) + b"\n"
         with self._lock:
             if self._file.closed:
                 return SpanExportResult.FAILURE
-            self._file.write(line + "\n")
+            self._file.write(line)
             self._file.flush()
         return SpanExportResult.SUCCESS
 

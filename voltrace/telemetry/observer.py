@@ -44,13 +44,18 @@ def request_fields(ctx: CreateContext) -> dict[str, Any]:
 
 
 def record_fault(span: Span, fault: Any) -> None:
-    """ERROR status plus an ``exception`` event naming the root cause."""
+    """ERROR status plus an ``exception`` event naming the root cause.
+
+    Only an unexpected error (a bug) carries a stack trace: for a refusal or a
+    Cinder answer the trace is noise, and formatting it costs more than the span.
+    """
     cause = fault.cause if fault.cause is not None else fault
     span.set_status(Status(StatusCode.ERROR, fault.message))
-    span.record_exception(cause, attributes={
-        "exception.type": fault.cause_type,
-        "exception.message": str(cause),
-    })
+    attributes = {"exception.type": fault.cause_type, "exception.message": str(cause)}
+    if fault.failure_class == "internal_error":
+        span.record_exception(cause, attributes=attributes)
+    else:
+        span.add_event("exception", attributes)
     span.set_attribute("error.type", fault.failure_class)
     span.set_attribute("voltrace.failure_class", fault.failure_class)
     span.set_attribute("voltrace.http_status", fault.status)
