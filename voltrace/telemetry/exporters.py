@@ -129,12 +129,17 @@ def _otlp_json_direct(spans: Sequence[ReadableSpan]) -> dict[str, Any] | None:
     None for what it does not handle (links, NaN/inf, bytes or mapping values).
     """
     try:
-        grouped: dict[Any, dict[Any, list]] = {}
+        # Grouped by identity: a provider hands every span the same Resource object, and
+        # Resource.__hash__ serialises all its attributes on every call.
+        resources: dict[int, Any] = {}
+        grouped: dict[int, dict[Any, list]] = {}
         for span in spans:
-            scopes = grouped.setdefault(span.resource, {})
+            resources[id(span.resource)] = span.resource
+            scopes = grouped.setdefault(id(span.resource), {})
             scopes.setdefault(span.instrumentation_scope, []).append(_span(span))
         resource_spans = []
-        for resource, scopes in grouped.items():
+        for resource_id, scopes in grouped.items():
+            resource = resources[resource_id]
             scope_spans = []
             for scope, encoded in scopes.items():
                 entry: dict[str, Any] = {}
