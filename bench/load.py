@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import sys
 import tempfile
@@ -71,7 +72,7 @@ def run_level(url: str, concurrency: int, total: int) -> dict[str, Any]:
                 started = time.perf_counter()
                 try:
                     response = client.create_volume(BODY, headers=headers)
-                except OSError as exc:  # counted, never fatal: the table must show it
+                except (OSError, http.client.HTTPException) as exc:  # counted, never fatal
                     with lock:
                         errors.append(repr(exc))
                     continue

@@ -68,6 +68,10 @@ class NovaClient:
                 self.close()
                 if attempt == 2:
                     raise
+            except BaseException:
+                # Never reuse a connection left mid-request (http.client would refuse it).
+                self.close()
+                raise
         raise AssertionError("unreachable")
 
     def create_volume(self, volume: dict | None = None, *, headers: dict[str, str] | None = None,
