@@ -6,6 +6,7 @@ is the real SDK, captured in memory through ``voltrace.testing``.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -47,6 +48,17 @@ def member_headers(project_id: str = "p-member", **overrides: Any) -> dict[str, 
               "token": TEST_TOKEN}
     values.update(overrides)
     return identity_headers(**values)
+
+
+def set_volume_quota(sim: CinderSimulator, project_id: str, volumes: int) -> None:
+    """Through the simulator's os-quota-sets API, as an operator would."""
+    client = NovaClient(sim.url)
+    answer = client.request(
+        "PUT", f"/v3/{project_id}/os-quota-sets/{project_id}",
+        json.dumps({"quota_set": {"volumes": volumes}}).encode(),
+        {"Content-Type": "application/json", "X-Auth-Token": "admin"})
+    client.close()
+    assert answer.status == 200, answer.body
 
 
 @pytest.fixture(scope="session")

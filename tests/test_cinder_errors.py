@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from tests.conftest import member_headers
+from tests.conftest import member_headers, set_volume_quota
 from voltrace.cinder import CinderSettings
 from voltrace.cinder_sim import Fault
 
@@ -88,13 +88,7 @@ def test_create_error_translation(nova, captured, fault, status, body, failure_c
 def test_over_quota_from_real_quota_enforcement(nova):
     """A quota set through Cinder's API is enforced: 413 → 403 with Cinder's message."""
     nova.sim.reset()
-    from voltrace.client import NovaClient
-
-    cinder = NovaClient(nova.sim.url)
-    cinder.request("PUT", "/v3/p-member/os-quota-sets/p-member",
-                   b'{"quota_set": {"volumes": 1}}',
-                   {"X-Auth-Token": "admin", "Content-Type": "application/json"})
-    cinder.close()
+    set_volume_quota(nova.sim, "p-member", 1)
     assert nova.create({"size": 1}).status == 200
     response = nova.create({"size": 1})
     assert response.status == 403

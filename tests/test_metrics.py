@@ -36,7 +36,7 @@ from prometheus_client.exposition import generate_latest as text_exposition
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_exposition
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from tests.conftest import member_headers, require
+from tests.conftest import member_headers, require, set_volume_quota
 from voltrace.cinder import CinderSettings
 from voltrace.cinder_sim import CinderSimulator, Fault
 from voltrace.client import NovaClient, identity_headers
@@ -67,16 +67,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def set_volume_quota(sim: CinderSimulator, project_id: str, volumes: int) -> None:
-    """Through the simulator's os-quota-sets API, as an operator would."""
-    request = urllib.request.Request(
-        f"{sim.url}/v3/{project_id}/os-quota-sets/{project_id}", method="PUT",
-        data=json.dumps({"quota_set": {"volumes": volumes}}).encode(),
-        headers={"Content-Type": "application/json", "X-Auth-Token": "admin"})
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        assert answer.status == 200
 
 
 def closed_endpoint() -> str:

@@ -40,7 +40,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 
-from tests.conftest import member_headers, require
+from tests.conftest import member_headers, require, set_volume_quota
 from voltrace.cinder import CinderSettings
 from voltrace.cinder_sim import CinderSimulator, Fault
 from voltrace.client import NovaClient
@@ -139,15 +139,6 @@ def dashboard_targets() -> list[tuple[str, dict]]:
 def alert_rules() -> list[dict]:
     return [rule for group in yaml.safe_load(ALERTS.read_text())["groups"]
             for rule in group["rules"] if "alert" in rule]
-
-
-def set_volume_quota(sim: CinderSimulator, project_id: str, volumes: int) -> None:
-    request = urllib.request.Request(
-        f"{sim.url}/v3/{project_id}/os-quota-sets/{project_id}", method="PUT",
-        data=json.dumps({"quota_set": {"volumes": volumes}}).encode(),
-        headers={"Content-Type": "application/json", "X-Auth-Token": "admin"})
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        assert answer.status == 200
 
 
 @dataclass
