@@ -591,7 +591,7 @@ def test_metrics_cost_a_create_little(capsys: pytest.CaptureFixture[str]) -> Non
                 return sum(float(line.rsplit(" ", 1)[1]) for line in exposed.splitlines()
                            if line.startswith("voltrace_creates_total{"))
 
-            # The "on" server really measured every create (maybe just after answering).
+            # The "on" server really measured every create.
             deadline = time.monotonic() + 10
             while counted() != pairs + 30:
                 assert time.monotonic() < deadline, counted()

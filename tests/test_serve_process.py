@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import member_headers
+from tests.support.polling import poll
 from tests.support.rotel import free_port, wait_for_port
 from voltrace.cinder_sim import CinderSimulator, Fault
 from voltrace.cli import build_parser
@@ -137,16 +137,6 @@ def log_events(path: Path) -> list[dict]:
 def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         return response.read().decode()
-
-
-def poll(predicate: Any, timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} never held")
 
 
 def creates_counted(text: str) -> float:

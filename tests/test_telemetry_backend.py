@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import member_headers
+from tests.support.polling import poll
 from tests.support.rotel import RotelCollector, free_port, wait_for_port
 from voltrace.cinder_sim import CinderSimulator
 from voltrace.client import NovaClient
@@ -170,16 +171,6 @@ def interleaved(servers: list[Server], rounds: int, per_round: int) -> dict[str,
             for _ in range(per_round):
                 latencies[server.name].append(server.create()[0])
     return latencies
-
-
-def poll(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} never happened")
 
 
 @pytest.mark.parametrize("protocol", list(PROTOCOLS))
