@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import webob
@@ -21,12 +20,14 @@ import webob.exc
 from oslo_config import cfg
 from oslo_middleware import request_id, sizelimit
 
-from voltrace.context import CreateContext, CreateVolumeRequest
+from voltrace import semconv
 from voltrace.errors import NovaFault
 from voltrace.identity import ENV_CONTEXT, KeystoneContext
 from voltrace.microversion import version_headers
 from voltrace.pipeline import Pipeline
+from voltrace.record import RequestRecord
 from voltrace.stages import SUPPORTED_CONTENT_TYPES
+from voltrace.state import CreateState, CreateVolumeRequest
 
 LOG = logging.getLogger(__name__)
 
@@ -34,12 +35,8 @@ MAX_REQUEST_BODY_SIZE = 114688  # [oslo_middleware] max_request_body_size
 
 # nova's ProjectMapper makes the project segment optional.
 ROUTE_PATTERN = re.compile(r"^/v2\.1(?:/(?P<project_id>[^/]+))?/os-volumes$")
-ROUTE_WITH_PROJECT = "/v2.1/{project_id}/os-volumes"
-ROUTE_WITHOUT_PROJECT = "/v2.1/os-volumes"
-
-# Keys the telemetry layer reads back out of the WSGI environ.
-ENV_ROUTE = "voltrace.route"
-ENV_CREATE = "voltrace.create"
+ROUTE_WITH_PROJECT = semconv.CREATE_ROUTE_WITH_PROJECT
+ROUTE_WITHOUT_PROJECT = semconv.CREATE_ROUTE
 
 
 class ComputeReqIdMiddleware(request_id.RequestId):
@@ -58,12 +55,26 @@ class FaultWrapper:
     def __call__(self, req: webob.Request) -> Any:
         try:
             return req.get_response(self.application)
-        except Exception:
+        except Exception as exc:
             LOG.exception("Caught error")
             fault = NovaFault(
-                500, webob.exc.HTTPInternalServerError.explanation, "internal_error"
+                500, webob.exc.HTTPInternalServerError.explanation, "internal_error", cause=exc
             )
+            RequestRecord.of(req.environ).refused("wsgi", fault)
             return fault_response(fault, api_version=None)
+
+
+class BodySizeLimiter(sizelimit.RequestBodySizeLimiter):
+    """oslo.middleware's sizelimit, recording its refusals."""
+
+    @webob.dec.wsgify
+    def __call__(self, req: webob.Request) -> Any:
+        try:
+            return super().__call__(req)
+        except webob.exc.HTTPRequestEntityTooLarge as refusal:
+            RequestRecord.of(req.environ).refused(
+                "sizelimit", NovaFault(413, refusal.explanation, "request_too_large"))
+            raise
 
 
 def fault_response(fault: NovaFault, api_version: Any) -> webob.Response:
@@ -79,7 +90,7 @@ def fault_response(fault: NovaFault, api_version: Any) -> webob.Response:
     return response
 
 
-def success_response(ctx: CreateContext, content_type: str) -> webob.Response:
+def success_response(ctx: CreateState, content_type: str) -> webob.Response:
     """nova/api/openstack/wsgi.py:ResponseObject.serialize with the controller's headers."""
     response = webob.Response(status=200, body=json.dumps(ctx.response_body).encode("utf-8"))
     response.headers["Content-Type"] = content_type
@@ -98,13 +109,15 @@ class VolumesApp:
 
     @webob.dec.wsgify
     def __call__(self, req: webob.Request) -> Any:
+        record = RequestRecord.of(req.environ)
         match = ROUTE_PATTERN.match(req.path_info)
         if match is None:
+            record.refused("router", NovaFault(404, "no such route", "no_route"))
             return webob.exc.HTTPNotFound()
         project_id = match.group("project_id")
-        req.environ[ENV_ROUTE] = ROUTE_WITH_PROJECT if project_id else ROUTE_WITHOUT_PROJECT
         if req.method != "POST":
             fault = NovaFault(405, "voltrace serves only POST on os-volumes", "no_route")
+            record.refused("router", fault)
             response = fault_response(fault, api_version=None)
             response.headers["Allow"] = "POST"
             return response
@@ -115,14 +128,14 @@ class VolumesApp:
             headers=req.headers,
             body=req.body if content_length else b"",
             content_length=content_length,
-            context=req.environ[ENV_CONTEXT],
+            identity=req.environ[ENV_CONTEXT],
             path_project_id=project_id,
         )
-        ctx = self.pipeline.run(request)
-        req.environ[ENV_CREATE] = ctx
-        if ctx.fault is not None:
-            return fault_response(ctx.fault, ctx.api_version)
-        return success_response(ctx, _best_content_type(req))
+        state = self.pipeline.run(request)
+        record.finished(state)
+        if state.fault is not None:
+            return fault_response(state.fault, state.api_version)
+        return success_response(state, _best_content_type(req))
 
 
 def _best_content_type(req: webob.Request) -> str:
@@ -131,56 +144,30 @@ def _best_content_type(req: webob.Request) -> str:
     return offers[0][0] if offers else "application/json"
 
 
+class RouteRecorder:
+    """Outermost: records which route a request is for, before any filter may refuse it."""
+
+    def __init__(self, application: Any) -> None:
+        self.application = application
+
+    def __call__(self, environ: dict, start_response: Any) -> Any:
+        record = RequestRecord.of(environ)
+        match = ROUTE_PATTERN.match(environ.get("PATH_INFO", ""))
+        if match is not None:
+            has_project = match.group("project_id") is not None
+            record.route = ROUTE_WITH_PROJECT if has_project else ROUTE_WITHOUT_PROJECT
+            record.is_create = environ.get("REQUEST_METHOD") == "POST"
+        return self.application(environ, start_response)
+
+
 def build_app(pipeline: Pipeline, max_request_body_size: int = MAX_REQUEST_BODY_SIZE) -> Any:
     """The WSGI application, middleware in nova's api-paste.ini order."""
     app: Any = VolumesApp(pipeline)
     app = KeystoneContext(app)
     limiter_conf = cfg.ConfigOpts()
     limiter_conf([], project="voltrace", default_config_files=[], default_config_dirs=[])
-    app = sizelimit.RequestBodySizeLimiter(app, limiter_conf)
+    app = BodySizeLimiter(app, limiter_conf)
     limiter_conf.set_override("max_request_body_size", max_request_body_size, "oslo_middleware")
     app = FaultWrapper(app)
     app = ComputeReqIdMiddleware(app)
-    return app
-
-
-# ---------------------------------------------------------------------------
-# How a request ended, for spans, logs and metrics, whatever layer answered it.
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RequestOutcome:
-    outcome: str  # success, client_error, server_error
-    http_status: int
-    failed_stage: str | None
-    failure_class: str | None
-
-
-# Answers given before the pipeline runs come from these paste filters.
-_MIDDLEWARE_FAILURES = {
-    413: ("sizelimit", "request_too_large"),
-    401: ("keystonecontext", "unauthenticated"),
-}
-
-
-def request_outcome(environ: dict, http_status: int) -> RequestOutcome:
-    """Classify a finished request from what the layers left in the environ."""
-    ctx: CreateContext | None = environ.get(ENV_CREATE)
-    if http_status < 400:
-        outcome = "success"
-    else:
-        outcome = "server_error" if http_status >= 500 else "client_error"
-    if ctx is not None and ctx.fault is not None:
-        return RequestOutcome(outcome, http_status, ctx.failed_stage, ctx.fault.failure_class)
-    if ctx is None and http_status in _MIDDLEWARE_FAILURES:
-        stage, failure = _MIDDLEWARE_FAILURES[http_status]
-        return RequestOutcome(outcome, http_status, stage, failure)
-    if ctx is None and http_status == 500 and ENV_CONTEXT not in environ:
-        # NovaKeystoneContext's own 500: X-Service-Catalog is not JSON.
-        return RequestOutcome(outcome, http_status, "keystonecontext", "invalid_service_catalog")
-    if http_status >= 500:
-        return RequestOutcome(outcome, http_status, "wsgi", "internal_error")
-    if http_status >= 400:
-        return RequestOutcome(outcome, http_status, "router", "no_route")
-    return RequestOutcome(outcome, http_status, None, None)
+    return RouteRecorder(app)

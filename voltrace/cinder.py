@@ -24,22 +24,15 @@ from cinderclient import exceptions as cinder_exception
 from keystoneauth1 import exceptions as keystone_exception
 from keystoneauth1 import plugin, session
 from keystoneauth1.access import service_catalog
-from oslo_context import context as oslo_context
 from oslo_utils import strutils
 
 from voltrace import errors
+from voltrace.identity import NovaRequestContext
 
 _PROXY_ENV = ("http_proxy", "https_proxy", "all_proxy", "no_proxy",
               "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
 DEFAULT_ENDPOINT_TEMPLATE = "http://127.0.0.1:8776/v3/%(project_id)s"
-
-# nova/context.py:RequestContext.__init__ keeps only these catalog entries.
-CATALOG_SERVICE_TYPES = (
-    "image", "block-storage", "volumev3", "key-manager",
-    "placement", "network", "accelerator", "sharev2",
-)
-
 
 @dataclass(frozen=True)
 class CinderSettings:
@@ -78,17 +71,7 @@ class ContextAuthPlugin(plugin.BaseAuthPlugin):
         )
 
 
-def filter_catalog(catalog: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    """What nova's RequestContext keeps of X-Service-Catalog."""
-    return [s for s in catalog or [] if s.get("type") in CATALOG_SERVICE_TYPES]
-
-
-def global_id(context: oslo_context.RequestContext) -> str:
-    """nova/context.py:RequestContext.global_id."""
-    return context.global_request_id or context.request_id
-
-
-def context_to_dict(context: oslo_context.RequestContext) -> dict[str, Any]:
+def context_to_dict(context: NovaRequestContext) -> dict[str, Any]:
     """The keys nova's context.to_dict() offers an endpoint_template (no secrets)."""
     values = context.to_dict()
     values.pop("auth_token", None)
@@ -114,9 +97,8 @@ _calls: contextvars.ContextVar[list[CinderCall] | None] = contextvars.ContextVar
 
 
 @contextmanager
-def recording_calls() -> Iterator[list[CinderCall]]:
-    """Collect every Cinder response made in this context (for request ids and metrics)."""
-    calls: list[CinderCall] = []
+def recording_calls(calls: list[CinderCall]) -> Iterator[list[CinderCall]]:
+    """Append every Cinder response made in this context to ``calls``."""
     token = _calls.set(calls)
     try:
         yield calls
@@ -155,7 +137,7 @@ def make_session(settings: CinderSettings, pool_size: int = 32) -> session.Sessi
 
 
 def cinderclient(
-    context: oslo_context.RequestContext, settings: CinderSettings, ks_session: session.Session
+    context: NovaRequestContext, settings: CinderSettings, ks_session: session.Session
 ) -> Any:
     """nova/volume/cinder.py:cinderclient: a 3.0 client bound to the user's token."""
     auth = ContextAuthPlugin(context.auth_token, getattr(context, "service_catalog", None) or [])
@@ -183,7 +165,7 @@ def cinderclient(
         auth=auth,
         endpoint_override=url,
         connect_retries=settings.http_retries,
-        global_request_id=global_id(context),
+        global_request_id=context.global_id,
         **service_parameters,
         **extra,
     )
@@ -253,18 +235,18 @@ class VolumeAPI:
         self.settings = settings or CinderSettings()
         self.session = make_session(self.settings)
 
-    def client(self, context: oslo_context.RequestContext) -> Any:
+    def client(self, context: NovaRequestContext) -> Any:
         return cinderclient(context, self.settings, self.session)
 
     @translate_snapshot_exception
-    def get_snapshot(self, context: oslo_context.RequestContext, snapshot_id: str) -> dict:
+    def get_snapshot(self, context: NovaRequestContext, snapshot_id: str) -> dict:
         """nova/volume/cinder.py:API.get_snapshot."""
         item = self.client(context).volume_snapshots.get(snapshot_id)
         return untranslate_snapshot_summary_view(item)
 
     @translate_create_exception
     def create(
-        self, context: oslo_context.RequestContext, size: Any, name: str | None,
+        self, context: NovaRequestContext, size: Any, name: str | None,
         description: str | None, snapshot: dict | None = None, image_id: str | None = None,
         volume_type: str | None = None, metadata: dict | None = None,
         availability_zone: str | None = None,

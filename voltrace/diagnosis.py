@@ -47,8 +47,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from voltrace.errors import FAILURES
-from voltrace.stages import STAGES
+from voltrace.semconv import FAILURES
+from voltrace.semconv import NOVA_CODE as _STAGE_CODE
 from voltrace.traces import Span, Trace, TraceFileError, read_trace_file
 
 # Nova code for failures answered before the pipeline runs (see voltrace.api).
@@ -58,7 +58,7 @@ _MIDDLEWARE_CODE = {
     "router": "nova/api/openstack/__init__.py:ProjectMapper (the API router)",
     "wsgi": "nova/api/openstack/__init__.py:FaultWrapper",
 }
-NOVA_CODE = {**{stage.name: stage.nova_code for stage in STAGES}, **_MIDDLEWARE_CODE}
+NOVA_CODE = {**_STAGE_CODE, **_MIDDLEWARE_CODE}
 
 CREATE_ATTRIBUTE = "voltrace.outcome"  # only nova-api's server span of a create has it
 

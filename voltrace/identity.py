@@ -14,9 +14,21 @@ import webob.dec
 import webob.exc
 from oslo_context import context as oslo_context
 
-from voltrace.cinder import filter_catalog
+from voltrace.errors import NovaFault
+from voltrace.record import RequestRecord
 
 ENV_CONTEXT = "nova.context"
+
+# nova/context.py:RequestContext.__init__ keeps only these catalog entries.
+CATALOG_SERVICE_TYPES = (
+    "image", "block-storage", "volumev3", "key-manager",
+    "placement", "network", "accelerator", "sharev2",
+)
+
+
+def filter_catalog(catalog: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """What nova's RequestContext keeps of X-Service-Catalog."""
+    return [s for s in catalog or [] if s.get("type") in CATALOG_SERVICE_TYPES]
 
 
 class NovaRequestContext(oslo_context.RequestContext):
@@ -28,6 +40,7 @@ class NovaRequestContext(oslo_context.RequestContext):
 
     @property
     def global_id(self) -> str:
+        """nova/context.py:RequestContext.global_id: the caller's id if valid, else ours."""
         return self.global_request_id or self.request_id
 
 
@@ -45,9 +58,16 @@ class KeystoneContext:
             try:
                 service_catalog = json.loads(catalog_header)
             except ValueError:
+                _refuse(req, 500, "Invalid service catalog json.", "invalid_service_catalog")
                 return webob.exc.HTTPInternalServerError("Invalid service catalog json.")
         ctx = NovaRequestContext.from_environ(req.environ, service_catalog=service_catalog)
         if ctx.user_id is None:
+            _refuse(req, 401, webob.exc.HTTPUnauthorized.explanation, "unauthenticated")
             return webob.exc.HTTPUnauthorized()
         req.environ[ENV_CONTEXT] = ctx
         return req.get_response(self.application)
+
+
+def _refuse(req: webob.Request, status: int, message: str, failure_class: str) -> None:
+    RequestRecord.of(req.environ).refused(
+        "keystonecontext", NovaFault(status, message, failure_class))

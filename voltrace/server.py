@@ -27,9 +27,9 @@ from typing import Any
 
 from voltrace.api import MAX_REQUEST_BODY_SIZE, build_app
 from voltrace.cinder import CinderSettings, VolumeAPI
-from voltrace.context import Environment
 from voltrace.pipeline import Pipeline
 from voltrace.policy import VolumePolicy
+from voltrace.state import StageServices
 from voltrace.telemetry import Telemetry, TelemetryConfig, sdk_disabled
 
 
@@ -48,13 +48,13 @@ class ServeConfig:
 
 def build_service(config: ServeConfig, telemetry: Telemetry | None = None) -> Any:
     """The whole nova-api side as one WSGI app; telemetry wraps it when given."""
-    env = Environment(
+    services = StageServices(
         policy=VolumePolicy(config.policy_file),
         volume_api=VolumeAPI(config.cinder),
         size_from_snapshot=config.size_from_snapshot,
     )
     observed = telemetry is not None and (telemetry.enabled or telemetry.config.logs_enabled)
-    pipeline = Pipeline(env, observer=telemetry.observer if observed else None)
+    pipeline = Pipeline(services, observer=telemetry.observer if observed else None)
     app = build_app(pipeline, config.max_request_body_size)
     return telemetry.instrument_wsgi(app) if observed else app
 

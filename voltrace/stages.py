@@ -1,9 +1,9 @@
-"""The six stages of a volume create, each a small function over a CreateContext.
+"""The six stages of a volume create, each a small function over a CreateState.
 
 Read top to bottom, this module is Nova's ``VolumeController.create`` with
 every step given a name. A stage returns a ``StageReport`` (what it decided)
-or raises a ``NovaFault`` (what the client will see); it knows nothing of HTTP
-framing, spans, logs or metrics.
+or raises a ``NovaFault`` (what the client will see, with what the stage knew
+in ``details``); it knows nothing of HTTP framing, spans, logs or metrics.
 """
 
 from __future__ import annotations
@@ -16,65 +16,50 @@ from typing import Any
 from cinderclient import exceptions as cinder_exception
 from keystoneauth1 import exceptions as keystone_exception
 
-from voltrace import errors
-from voltrace.context import CreateContext, StageReport
+from voltrace import errors, semconv
 from voltrace.errors import NovaFault, unexpected_api_error
 from voltrace.microversion import (
     MAX_PROXY_API_SUPPORT_VERSION,
     check_global_range,
     requested_version,
 )
+from voltrace.state import CreateState, StageReport
 
 # nova/api/openstack/wsgi.py:get_supported_content_types
 SUPPORTED_CONTENT_TYPES = ("application/json", "application/vnd.openstack.compute+json")
 
 
-def done(**decisions: Any) -> StageReport:
-    """A report; ``size__source=`` becomes the attribute ``size.source``."""
-    return StageReport(decisions={k.replace("__", "."): v for k, v in decisions.items()})
-
-
-def skipped(reason: str) -> StageReport:
-    return StageReport(skipped=reason)
-
-
 @dataclass(frozen=True)
 class Stage:
-    """A named step; the first line of ``run``'s docstring names the Nova code it mirrors."""
+    """A named step of the create and the Nova code it mirrors."""
 
     name: str
-    run: Callable[[CreateContext], StageReport]
-
-    @property
-    def nova_code(self) -> str:
-        return (self.run.__doc__ or "").strip().splitlines()[0]
+    nova_code: str
+    run: Callable[[CreateState], StageReport]
 
 
 # ---------------------------------------------------------------------------
 
 
-def parse(ctx: CreateContext) -> StageReport:
-    """nova/api/openstack/wsgi.py:Resource._process_stack, then @validation.schema(create)
-
-    Nova's order: microversion, Content-Type, JSON, URL project, the 2.35 cap, the schema.
-    """
-    request = ctx.request
-    ctx.api_version = requested_version(request.headers)
-    check_global_range(ctx.api_version)
+def parse(state: CreateState) -> StageReport:
+    """Nova's order: microversion, Content-Type, JSON, URL project, the 2.35 cap, the schema."""
+    request = state.request
+    state.api_version = requested_version(request.headers)
+    check_global_range(state.api_version)
 
     content_type = _content_type(request.headers)
     if content_type is not None and content_type not in SUPPORTED_CONTENT_TYPES:
         raise NovaFault(415, "Unsupported Content-Type", "unsupported_media_type")
 
     if request.content_length in (0, None):
-        ctx.body = None
+        state.body = None
     else:
         try:
-            ctx.body = json.loads(request.body.decode("utf-8"))
+            state.body = json.loads(request.body.decode("utf-8"))
         except ValueError as exc:  # UnicodeDecodeError is a ValueError too
             raise NovaFault(400, "Malformed request body", "malformed_body", cause=exc) from exc
 
-    token_project = request.context.project_id
+    token_project = request.identity.project_id
     if request.path_project_id and request.path_project_id != token_project:
         raise NovaFault(
             400,
@@ -83,11 +68,12 @@ def parse(ctx: CreateContext) -> StageReport:
             "project_mismatch",
         )
 
-    if ctx.api_version > MAX_PROXY_API_SUPPORT_VERSION:
+    if state.api_version > MAX_PROXY_API_SUPPORT_VERSION:
         raise NovaFault(404, "The resource could not be found.", "microversion_not_found")
 
-    ctx.env.validator.validate(ctx.body)
-    return done(api_version=str(ctx.api_version), has_snapshot="snapshot_id" in ctx.volume_spec)
+    state.services.validator.validate(state.body)
+    return StageReport({"api_version": str(state.api_version),
+                        "has_snapshot": "snapshot_id" in state.volume_spec})
 
 
 def _content_type(headers: Any) -> str | None:
@@ -100,75 +86,82 @@ def _content_type(headers: Any) -> str | None:
     return value
 
 
-def authorize(ctx: CreateContext) -> StageReport:
-    """nova/api/openstack/compute/volumes.py:VolumeController.create: context.can(BASE_POLICY_NAME)
-
-    Runs after the schema, as in Nova, against the caller's own project.
-    """
-    ctx.env.policy.authorize(ctx.request.context)
-    return done(policy__rule="os_compute_api:os-volumes:create")
+def authorize(state: CreateState) -> StageReport:
+    """Runs after the schema, as in Nova, against the caller's own project."""
+    state.services.policy.authorize(state.request.identity)
+    return StageReport({"policy.rule": "os_compute_api:os-volumes:create"})
 
 
-def resolve_snapshot(ctx: CreateContext) -> StageReport:
-    """nova/volume/cinder.py:API.get_snapshot (GET /v3/{project_id}/snapshots/{id})"""
-    snapshot_id = ctx.volume_spec.get("snapshot_id", None)
+def resolve_snapshot(state: CreateState) -> StageReport:
+    """Only with a snapshot_id: Nova looks the snapshot up before creating anything."""
+    snapshot_id = state.volume_spec.get("snapshot_id", None)
     if snapshot_id is None:
-        ctx.snapshot = None
-        return skipped("no snapshot_id in the request")
+        state.snapshot = None
+        return StageReport(skipped="no snapshot_id in the request")
+    budget = _cinder_budget(state)
     try:
-        ctx.snapshot = ctx.env.volume_api.get_snapshot(ctx.request.context, snapshot_id)
+        state.snapshot = state.services.volume_api.get_snapshot(state.request.identity, snapshot_id)
     except errors.SnapshotNotFound as exc:
-        raise NovaFault(404, exc.format_message(), "snapshot_not_found", cause=exc) from exc
+        raise NovaFault(404, exc.format_message(), "snapshot_not_found", cause=exc,
+                        details={**budget, "snapshot.id": snapshot_id}) from exc
     except Exception as exc:
-        raise controller_fault(exc) from exc
-    return done(snapshot__id=snapshot_id, snapshot__volume_size=ctx.snapshot["volume_size"])
+        raise controller_fault(exc, {**budget, "snapshot.id": snapshot_id}) from exc
+    return StageReport({**budget, "snapshot.id": snapshot_id,
+                        "snapshot.volume_size": state.snapshot["volume_size"]})
 
 
-def derive_size(ctx: CreateContext) -> StageReport:
-    """nova/api/openstack/compute/volumes.py:VolumeController.create: size = vol.get('size')
+def _cinder_budget(state: CreateState) -> dict[str, Any]:
+    """How many times keystoneauth may retry a refused connection ([cinder] http_retries)."""
+    return {"cinder.connect_retries": state.services.volume_api.settings.http_retries}
 
-    The fallback to the snapshot's size runs only with --size-from-snapshot;
+
+def derive_size(state: CreateState) -> StageReport:
+    """The fallback to the snapshot's size runs only with --size-from-snapshot;
     nova 34's schema requires ``size``, so there it can never happen.
     """
-    size = ctx.volume_spec.get("size", None)
+    size = state.volume_spec.get("size", None)
     source = "request"
-    if size is None and ctx.snapshot is not None:
-        size = ctx.snapshot["volume_size"]
+    if size is None and state.snapshot is not None:
+        size = state.snapshot["volume_size"]
         source = "snapshot"
     elif size is None:
         source = "none"
-    ctx.size, ctx.size_source = size, source
-    return done(size__source=source, size__value=repr(size))
+    state.size, state.size_source = size, source
+    return StageReport({"size.source": source, "size.value": repr(size)})
 
 
-def call_cinder(ctx: CreateContext) -> StageReport:
-    """nova/volume/cinder.py:API.create (POST /v3/{project_id}/volumes, then the lazy GET)"""
-    vol = ctx.volume_spec
+def call_cinder(state: CreateState) -> StageReport:
+    """The POST, then cinderclient's lazy GET inside Nova's _untranslate_volume_summary_view."""
+    vol = state.volume_spec
+    budget = _cinder_budget(state)
     try:
-        ctx.volume = ctx.env.volume_api.create(
-            ctx.request.context,
-            ctx.size,
+        state.volume = state.services.volume_api.create(
+            state.request.identity,
+            state.size,
             vol.get("display_name"),
             vol.get("display_description"),
-            snapshot=ctx.snapshot,
+            snapshot=state.snapshot,
             volume_type=vol.get("volume_type"),
             metadata=vol.get("metadata"),
             availability_zone=vol.get("availability_zone"),
         )
     except errors.InvalidInput as exc:
-        raise NovaFault(400, exc.format_message(), "cinder_bad_request", cause=exc) from exc
+        raise NovaFault(400, exc.format_message(), "cinder_bad_request", cause=exc,
+                        details=budget) from exc
     except errors.OverQuota as exc:
-        raise NovaFault(403, exc.format_message(), "over_quota", cause=exc) from exc
+        raise NovaFault(403, exc.format_message(), "over_quota", cause=exc,
+                        details=budget) from exc
     except Exception as exc:
-        raise controller_fault(exc) from exc
-    return done(volume__id=ctx.volume["id"], volume__status=ctx.volume["status"])
+        raise controller_fault(exc, budget) from exc
+    return StageReport({**budget, "volume.id": state.volume["id"],
+                        "volume.status": state.volume["status"]})
 
 
-def translate(ctx: CreateContext) -> StageReport:
-    """nova/api/openstack/compute/volumes.py:_translate_volume_detail_view + the Location header"""
-    ctx.response_body = {"volume": translate_volume_detail_view(dict(ctx.volume))}
-    ctx.location = f"{ctx.request.url}/{ctx.volume['id']}"
-    return done(volume__id=ctx.volume["id"])
+def translate(state: CreateState) -> StageReport:
+    """Nova's 11-key view of the volume, and Location = the request URL + the id."""
+    state.response_body = {"volume": translate_volume_detail_view(dict(state.volume))}
+    state.location = f"{state.request.url}/{state.volume['id']}"
+    return StageReport({"volume.id": state.volume["id"]})
 
 
 def translate_volume_detail_view(vol: dict) -> dict:
@@ -210,11 +203,14 @@ def _translate_attachment_view(volume_id: str, server_id: str, mountpoint: str |
 # ---------------------------------------------------------------------------
 
 
-def controller_fault(exc: Exception) -> NovaFault:
+def controller_fault(exc: Exception, details: dict[str, Any]) -> NovaFault:
     """nova/api/openstack/wsgi.py:ResourceExceptionHandler + extensions.expected_errors."""
     if isinstance(exc, errors.Forbidden):
-        return NovaFault(403, exc.format_message(), "cinder_forbidden", cause=exc)
-    return unexpected_api_error(exc, failure_class_of(exc))
+        return NovaFault(403, exc.format_message(), "cinder_forbidden", cause=exc,
+                         details=details)
+    fault = unexpected_api_error(exc, failure_class_of(exc))
+    fault.details.update(details)
+    return fault
 
 
 def failure_class_of(exc: BaseException) -> str:
@@ -242,11 +238,14 @@ _FAILURE_BY_TYPE: tuple[tuple[type[BaseException] | tuple[type[BaseException], .
 )
 
 
-STAGES: tuple[Stage, ...] = (
-    Stage("parse", parse),
-    Stage("authorize", authorize),
-    Stage("resolve_snapshot", resolve_snapshot),
-    Stage("derive_size", derive_size),
-    Stage("call_cinder", call_cinder),
-    Stage("translate", translate),
+STAGES: tuple[Stage, ...] = tuple(
+    Stage(name, semconv.NOVA_CODE[name], run)
+    for name, run in (
+        ("parse", parse),
+        ("authorize", authorize),
+        ("resolve_snapshot", resolve_snapshot),
+        ("derive_size", derive_size),
+        ("call_cinder", call_cinder),
+        ("translate", translate),
+    )
 )

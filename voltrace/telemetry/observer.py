@@ -1,8 +1,10 @@
 """The pipeline observer that turns stage runs into spans, log lines and metrics.
 
 This is the single place where telemetry wraps the stages: the runner calls
-``request()`` around a create and ``stage()`` around each stage; the stages
-themselves never import anything from here.
+``request()`` around a create and ``stage()`` around each stage (guarding both,
+so nothing here can change an answer); the stages themselves never import
+anything from here. Everything written comes from what the stages reported on
+their ``StageRecord``: decisions, the fault and its details, the Cinder calls.
 """
 
 from __future__ import annotations
@@ -14,17 +16,14 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from voltrace.context import CreateContext, StageRecord
+from voltrace import semconv
+from voltrace.errors import NovaFault
 from voltrace.stages import Stage
+from voltrace.state import CreateState, StageRecord
 
 if TYPE_CHECKING:
+    from voltrace.identity import NovaRequestContext
     from voltrace.telemetry import Telemetry
-
-PIPELINE_SPAN = "create_volume"
-PIPELINE_NOVA_CODE = "nova/api/openstack/compute/volumes.py:VolumeController.create"
-
-# Stages that talk to Cinder carry the retry budget, for "unreachable" diagnoses.
-_CINDER_STAGES = frozenset({"resolve_snapshot", "call_cinder"})
 
 
 def ids(span: Span) -> tuple[str, str]:
@@ -32,18 +31,28 @@ def ids(span: Span) -> tuple[str, str]:
     return f"{context.trace_id:032x}", f"{context.span_id:016x}"
 
 
-def request_fields(ctx: CreateContext) -> dict[str, Any]:
+def identity_fields(identity: NovaRequestContext | None) -> dict[str, Any]:
     """The ids every log line of a create carries (never the token)."""
-    context = ctx.request.context
+    if identity is None:
+        return {"request_id": None, "global_request_id": None,
+                "project_id": None, "user_id": None}
     return {
-        "request_id": context.request_id,
-        "global_request_id": context.global_request_id or context.request_id,
-        "project_id": context.project_id,
-        "user_id": context.user_id,
+        "request_id": identity.request_id,
+        "global_request_id": identity.global_id,
+        "project_id": identity.project_id,
+        "user_id": identity.user_id,
     }
 
 
-def record_fault(span: Span, fault: Any) -> None:
+def fault_attributes(fault: NovaFault) -> dict[str, Any]:
+    return {
+        semconv.ERROR_TYPE: fault.failure_class,
+        semconv.FAILURE_CLASS: fault.failure_class,
+        semconv.HTTP_STATUS: fault.status,
+    }
+
+
+def record_fault(span: Span, fault: NovaFault) -> None:
     """ERROR status plus an ``exception`` event naming the root cause.
 
     Only an unexpected error (a bug) carries a stack trace: for a refusal or a
@@ -56,85 +65,78 @@ def record_fault(span: Span, fault: Any) -> None:
         span.record_exception(cause, attributes=attributes)
     else:
         span.add_event("exception", attributes)
-    span.set_attribute("error.type", fault.failure_class)
-    span.set_attribute("voltrace.failure_class", fault.failure_class)
-    span.set_attribute("voltrace.http_status", fault.status)
+    span.set_attributes(fault_attributes(fault))
 
 
-class TelemetryObserver:
-    """Spans, logs and metrics for one service's pipeline runs."""
+def stage_attributes(record: StageRecord) -> dict[str, Any]:
+    """What the stage reported, as span attributes."""
+    attributes: dict[str, Any] = {}
+    if record.report is not None:
+        attributes[semconv.STAGE_SKIPPED] = bool(record.report.skipped)
+        if record.report.skipped:
+            attributes[semconv.STAGE_SKIP_REASON] = record.report.skipped
+    for key, value in record.attributes.items():
+        attributes[semconv.decision_attribute(key)] = value
+    request_ids = [call.request_id for call in record.cinder_calls if call.request_id]
+    if request_ids:
+        attributes[semconv.CINDER_REQUEST_ID] = request_ids[-1]
+    return attributes
+
+
+class StageEmitter:
+    """Opens a stage span and, when the stage is over, writes its attributes, log and metrics.
+
+    Shared by the pipeline observer (``voltrace serve``) and the real-nova instrumentor,
+    so a stage looks the same in a trace whichever produced it.
+    """
 
     def __init__(self, telemetry: Telemetry) -> None:
         self.tracer = telemetry.tracer
         self.logger = telemetry.logger
         self.metrics = telemetry.metrics
-        self.telemetry = telemetry
 
-    @contextmanager
-    def request(self, ctx: CreateContext) -> Iterator[None]:
-        with self.tracer.start_as_current_span(
-            PIPELINE_SPAN, kind=SpanKind.INTERNAL, record_exception=False,
-            attributes={"voltrace.nova_code": PIPELINE_NOVA_CODE,
-                        "openstack.request_id": ctx.request.context.request_id},
-        ) as span:
-            yield
-            if ctx.failed_stage:
-                span.set_attribute("voltrace.failed_stage", ctx.failed_stage)
-            if ctx.fault is not None and ctx.fault.status >= 500:
-                span.set_status(Status(StatusCode.ERROR, ctx.fault.message))
-        for call in ctx.cinder_calls:
-            self.metrics.cinder_call(call.method, call.url, call.status, call.elapsed_s)
+    def start(self, name: str, nova_code: str, timing: str = "run",
+              start_time: int | None = None) -> Span:
+        return self.tracer.start_span(
+            name, kind=SpanKind.INTERNAL, record_exception=False, start_time=start_time,
+            attributes={semconv.STAGE: name, semconv.NOVA_CODE_ATTR: nova_code,
+                        semconv.STAGE_TIMING: timing},
+        )
 
-    @contextmanager
-    def stage(self, stage: Stage, ctx: CreateContext, record: StageRecord) -> Iterator[None]:
-        with self.tracer.start_as_current_span(
-            stage.name, kind=SpanKind.INTERNAL, record_exception=False,
-            attributes={"voltrace.stage": stage.name, "voltrace.nova_code": stage.nova_code},
-        ) as span:
-            calls_before = len(ctx.cinder_calls)
-            yield
-            trace_id, span_id = ids(span)
-            self._annotate(span, stage, ctx, record, calls_before)
-        # The stage span's context, so an exemplar leads to this very stage.
-        self.metrics.stage(stage.name, record.status, record.duration_s,
-                           context=trace.set_span_in_context(span))
-        self._log(stage, ctx, record, trace_id, span_id)
-
-    def _annotate(self, span: Span, stage: Stage, ctx: CreateContext, record: StageRecord,
-                  calls_before: int) -> None:
-        report = record.report
-        if report is not None:
-            span.set_attribute("voltrace.stage.skipped", bool(report.skipped))
-            if report.skipped:
-                span.set_attribute("voltrace.stage.skip_reason", report.skipped)
-            for key, value in report.decisions.items():
-                span.set_attribute(f"voltrace.{key}", value)
-        if stage.name in _CINDER_STAGES:
-            span.set_attribute("cinder.connect_retries", ctx.env.volume_api.settings.http_retries)
-            request_ids = [c.request_id for c in ctx.cinder_calls[calls_before:] if c.request_id]
-            if request_ids:
-                span.set_attribute("cinder.request_id", request_ids[-1])
+    def finish(self, span: Span, record: StageRecord, identity: NovaRequestContext | None,
+               volume_id: str | None, end_time: int | None = None) -> None:
+        """Attributes and status on ``span`` (then ended), one metric, one log line."""
+        trace_id, span_id = ids(span)
+        span.set_attributes(stage_attributes(record))
         if record.fault is not None:
             record_fault(span, record.fault)
+        span.end(end_time=end_time)
+        # The stage span's context, so an exemplar leads to this very stage.
+        self.metrics.stage(record.name, record.status, record.duration_s,
+                           context=trace.set_span_in_context(span))
+        for call in record.cinder_calls:
+            self.metrics.cinder_call(call.method, call.url, call.status, call.elapsed_s)
+        self.log(record, identity, volume_id, trace_id, span_id)
 
-    def _log(self, stage: Stage, ctx: CreateContext, record: StageRecord,
-             trace_id: str, span_id: str) -> None:
+    def log(self, record: StageRecord, identity: NovaRequestContext | None,
+            volume_id: str | None, trace_id: str, span_id: str) -> None:
         fields: dict[str, Any] = {
-            "stage": stage.name,
+            "stage": record.name,
             "outcome": record.status,
             "duration_ms": round(record.duration_s * 1000, 3),
             "trace_id": trace_id,
             "span_id": span_id,
-            **request_fields(ctx),
-            "volume_id": ctx.volume_id,
+            **identity_fields(identity),
+            "volume_id": volume_id,
         }
         if record.report is not None and record.report.skipped:
             fields["skip_reason"] = record.report.skipped
-        if stage.name in _CINDER_STAGES:
+        retries = record.attributes.get("cinder.connect_retries")
+        if retries is not None:
             # So `explain --logs` can count connect attempts without the trace.
-            fields["cinder_connect_retries"] = ctx.env.volume_api.settings.http_retries
+            fields["cinder_connect_retries"] = retries
         if record.fault is None:
-            self.logger.info(f"stage.{stage.name}", **fields)
+            self.logger.info(semconv.stage_event(record.name), **fields)
             return
         fields.update(
             http_status=record.fault.status,
@@ -143,4 +145,32 @@ class TelemetryObserver:
             error_message=str(record.fault.cause or record.fault.message),
         )
         log = self.logger.error if record.fault.status >= 500 else self.logger.warning
-        log(f"stage.{stage.name}", **fields)
+        log(semconv.stage_event(record.name), **fields)
+
+
+class TelemetryObserver:
+    """Spans, logs and metrics for one service's pipeline runs."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.tracer = telemetry.tracer
+        self.emitter = StageEmitter(telemetry)
+
+    @contextmanager
+    def request(self, state: CreateState) -> Iterator[None]:
+        with self.tracer.start_as_current_span(
+            semconv.PIPELINE_SPAN, kind=SpanKind.INTERNAL, record_exception=False,
+            attributes={semconv.NOVA_CODE_ATTR: semconv.PIPELINE_NOVA_CODE,
+                        semconv.REQUEST_ID: state.request.identity.request_id},
+        ) as span:
+            yield
+            if state.failed_stage:
+                span.set_attribute(semconv.FAILED_STAGE, state.failed_stage)
+            if state.fault is not None and state.fault.status >= 500:
+                span.set_status(Status(StatusCode.ERROR, state.fault.message))
+
+    @contextmanager
+    def stage(self, stage: Stage, state: CreateState, record: StageRecord) -> Iterator[None]:
+        span = self.emitter.start(stage.name, stage.nova_code)
+        with trace.use_span(span, end_on_exit=False):
+            yield
+        self.emitter.finish(span, record, state.request.identity, state.volume_id)

@@ -16,9 +16,11 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 from opentelemetry.metrics import NoOpMeterProvider
 
-from voltrace.api import ENV_CREATE, ENV_ROUTE, request_outcome
+from voltrace import semconv
 from voltrace.identity import ENV_CONTEXT
-from voltrace.telemetry.observer import ids
+from voltrace.pipeline import OBSERVER_ERRORS
+from voltrace.record import RequestRecord
+from voltrace.telemetry.observer import identity_fields, ids
 
 if TYPE_CHECKING:
     from voltrace.telemetry import Telemetry
@@ -48,75 +50,82 @@ class ServerSpanAnnotator:
         started = time.perf_counter()
         result = self.app(environ, recording_start_response)
         duration_s = time.perf_counter() - started
-        self._finish(environ, status_holder[0] if status_holder else 500, duration_s)
+        try:
+            self._finish(environ, status_holder[0] if status_holder else 500, duration_s)
+        except Exception as exc:  # telemetry never changes an answer
+            OBSERVER_ERRORS.record("server span", exc)
         return result
 
     def _finish(self, environ: dict, http_status: int, duration_s: float) -> None:
         span = trace.get_current_span()
-        outcome = request_outcome(environ, http_status)
-        route = environ.get(ENV_ROUTE)
+        record = RequestRecord.of(environ)
+        identity = environ.get(ENV_CONTEXT)
+        ids_ = identity_fields(identity)
+        # Before keystonecontext ran (a 413) the ids come from oslo's RequestId alone.
+        request_id = ids_["request_id"] or environ.get("openstack.request_id")
+        global_request_id = ids_["global_request_id"] or request_id
+        outcome = _outcome(http_status)
         method = environ.get("REQUEST_METHOD", "GET")
-        request_id = environ.get("openstack.request_id")
-        global_request_id = environ.get("openstack.global_request_id") or request_id
-        context = environ.get(ENV_CONTEXT)
-        ctx = environ.get(ENV_CREATE)
-        cinder_request_id = next(
-            (c.request_id for c in reversed(ctx.cinder_calls) if c.request_id), None
-        ) if ctx is not None else None
-        volume_id = ctx.volume_id if ctx is not None else None
 
-        if route:
-            span.update_name(f"{method} {route}")
-            span.set_attribute("http.route", route)
-        attributes = {
-            "voltrace.outcome": outcome.outcome,
-            "voltrace.failed_stage": outcome.failed_stage or "none",
-            "voltrace.failure_class": outcome.failure_class or "none",
+        if record.route:
+            span.update_name(f"{method} {record.route}")
+            span.set_attribute("http.route", record.route)
+        attributes: dict[str, Any] = {
+            semconv.REQUEST_KIND: "create" if record.is_create else "other",
+            semconv.OUTCOME: outcome,
+            semconv.FAILED_STAGE: record.failed_stage or "none",
+            semconv.FAILURE_CLASS: record.failure_class or "none",
             "http.response.status_code": http_status,
-            "openstack.request_id": request_id or "",
-            "openstack.global_request_id": global_request_id or "",
-            "cinder.request_id": cinder_request_id or "",
+            semconv.REQUEST_ID: request_id or "",
+            semconv.GLOBAL_REQUEST_ID: global_request_id or "",
+            semconv.CINDER_REQUEST_ID: record.cinder_request_id or "",
         }
-        if context is not None:
-            attributes["openstack.project_id"] = context.project_id or ""
-            attributes["openstack.user_id"] = context.user_id or ""
-        if volume_id:
-            attributes["voltrace.volume.id"] = volume_id
+        if identity is not None:
+            attributes[semconv.PROJECT_ID] = identity.project_id or ""
+            attributes[semconv.USER_ID] = identity.user_id or ""
+        if record.volume_id:
+            attributes[semconv.VOLUME_ID] = record.volume_id
         span.set_attributes(attributes)
 
-        self.metrics.create(outcome.outcome, http_status, outcome.failed_stage,
-                            outcome.failure_class, duration_s)
+        if record.is_create:  # probes and other routes are not failed creates
+            self.metrics.create(outcome, http_status, record.failed_stage,
+                                record.failure_class, duration_s)
         trace_id, span_id = ids(span)
         fields: dict[str, Any] = {
-            "outcome": outcome.outcome,
+            "kind": "create" if record.is_create else "other",
+            "outcome": outcome,
             "http_status": http_status,
             "duration_ms": round(duration_s * 1000, 3),
             "trace_id": trace_id,
             "span_id": span_id,
+            **ids_,
             "request_id": request_id,
             "global_request_id": global_request_id,
-            "project_id": getattr(context, "project_id", None),
-            "user_id": getattr(context, "user_id", None),
-            "volume_id": volume_id,
-            "route": route,
-            "cinder_request_id": cinder_request_id,
+            "volume_id": record.volume_id,
+            "route": record.route,
+            "cinder_request_id": record.cinder_request_id,
         }
-        if outcome.failed_stage:
-            fault = ctx.fault if ctx is not None else None
+        if record.failed_stage:
             fields.update(
-                failed_stage=outcome.failed_stage,
-                failure_class=outcome.failure_class,
-                error_type=fault.cause_type if fault is not None else None,
-                error_message=fault.message if fault is not None else None,
+                failed_stage=record.failed_stage,
+                failure_class=record.failure_class,
+                error_type=record.error_type,
+                error_message=record.error_message,
             )
-        if ctx is not None:
+        if record.stages:
             fields["stages"] = [
                 {"name": r.name, "status": r.status, "duration_ms": round(r.duration_s * 1000, 3)}
-                for r in ctx.records
+                for r in record.stages
             ]
         log = self.logger.info if http_status < 400 else (
             self.logger.error if http_status >= 500 else self.logger.warning)
-        log("request.finished", **fields)
+        log(semconv.REQUEST_FINISHED, **fields)
+
+
+def _outcome(http_status: int) -> str:
+    if http_status < 400:
+        return "success"
+    return "server_error" if http_status >= 500 else "client_error"
 
 
 def instrument_app(app: Any, telemetry: Telemetry) -> Any:

@@ -1,7 +1,9 @@
 """The state of one create as it moves through the pipeline.
 
-Plain data: the HTTP layer builds a ``CreateVolumeRequest``, the runner wraps
-it in a ``CreateContext``, stages read and fill it, and telemetry reads it.
+The HTTP layer builds a ``CreateVolumeRequest`` (plain data), the runner wraps it
+in a ``CreateState`` together with the process-wide ``StageServices`` (policy,
+Cinder client, schema validator), stages read and fill the state, and each
+stage's run is kept as a ``StageRecord`` that telemetry reads afterwards.
 """
 
 from __future__ import annotations
@@ -10,10 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from oslo_context import context as oslo_context
-
 from voltrace import cinder
 from voltrace.errors import NovaFault
+from voltrace.identity import NovaRequestContext
 from voltrace.microversion import APIVersion
 from voltrace.policy import VolumePolicy
 from voltrace.schema import BodyValidator, create_schema
@@ -27,13 +28,13 @@ class CreateVolumeRequest:
     headers: Mapping[str, str]  # case-insensitive
     body: bytes
     content_length: int | None
-    context: oslo_context.RequestContext  # identity and request ids
+    identity: NovaRequestContext  # who is calling, and the request ids
     path_project_id: str | None = None
 
 
 @dataclass
 class StageReport:
-    """What a stage decided, as attributes for spans and logs; or why it had nothing to do."""
+    """What a stage decided, as ``voltrace.<key>`` attributes; or why it had nothing to do."""
 
     decisions: dict[str, Any] = field(default_factory=dict)
     skipped: str | None = None
@@ -48,6 +49,8 @@ class StageRecord:
     report: StageReport | None = None
     fault: NovaFault | None = None
     duration_s: float = 0.0
+    # Every HTTP exchange with Cinder the stage made (request ids, metrics).
+    cinder_calls: list[cinder.CinderCall] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -57,9 +60,16 @@ class StageRecord:
             return "skipped"
         return "ok"
 
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """What the stage reported, on success (its decisions) or failure (the fault's details)."""
+        if self.fault is not None:
+            return self.fault.details
+        return self.report.decisions if self.report is not None else {}
+
 
 @dataclass
-class Environment:
+class StageServices:
     """What stages need from the outside world, built once per process."""
 
     policy: VolumePolicy
@@ -72,11 +82,11 @@ class Environment:
 
 
 @dataclass
-class CreateContext:
+class CreateState:
     """The state of one create as it moves through the stages."""
 
     request: CreateVolumeRequest
-    env: Environment
+    services: StageServices
     api_version: APIVersion | None = None
     body: Any = None
     snapshot: dict | None = None
@@ -88,7 +98,6 @@ class CreateContext:
     fault: NovaFault | None = None
     failed_stage: str | None = None
     records: list[StageRecord] = field(default_factory=list)
-    cinder_calls: list[cinder.CinderCall] = field(default_factory=list)
 
     @property
     def volume_spec(self) -> dict:
@@ -99,11 +108,15 @@ class CreateContext:
         return self.volume["id"] if self.volume else None
 
     @property
-    def outcome(self) -> str:
-        if self.fault is None:
-            return "success"
-        return "server_error" if self.fault.status >= 500 else "client_error"
+    def cinder_request_id(self) -> str | None:
+        """The last request id Cinder answered with (on success, the lazy GET's)."""
+        for record in reversed(self.records):
+            for call in reversed(record.cinder_calls):
+                if call.request_id:
+                    return call.request_id
+        return None
 
     @property
     def http_status(self) -> int:
         return self.fault.status if self.fault is not None else 200
+
