@@ -149,6 +149,7 @@ def cinderclient(
     }
     if service_name:
         service_parameters["service_name"] = service_name
+    url: str | None
     if settings.endpoint_template:
         url = settings.endpoint_template % context_to_dict(context)
     else:
