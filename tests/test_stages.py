@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 
+from voltrace import semconv
 from voltrace.stages import STAGES, translate_volume_detail_view
 
 
@@ -14,7 +15,7 @@ def test_six_stages_in_novas_order():
 
 
 def test_each_stage_names_the_nova_code_it_mirrors():
-    """The first docstring line is a Nova file:function, used as voltrace.nova_code."""
+    """An explicit field (not a docstring), shared with explain through semconv.NOVA_CODE."""
     for stage in STAGES:
         assert stage.nova_code.startswith("nova/"), stage.name
         assert ".py:" in stage.nova_code, stage.name
@@ -56,3 +57,9 @@ def test_attachment_without_device_has_no_device_key():
 def test_empty_metadata_becomes_an_empty_object():
     """metadata is {} when Cinder's is empty."""
     assert translate_volume_detail_view(_volume(volume_metadata=None))["metadata"] == {}
+
+
+def test_stage_names_are_the_vocabularys():
+    """The stages are exactly semconv.STAGE_NAMES, so explain and the instrumentor agree."""
+    assert tuple(s.name for s in STAGES) == semconv.STAGE_NAMES
+    assert all(stage.nova_code == semconv.NOVA_CODE[stage.name] for stage in STAGES)
