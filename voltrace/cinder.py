@@ -47,6 +47,11 @@ class CinderSettings:
     timeout: float | None = None
     # None keeps keystoneauth's backoff (0.5 s, 1 s, 2 s ...); demos shorten it.
     connect_retry_delay: float | None = None
+    # keystoneauth's TLS session options, as nova registers them in [cinder].
+    cafile: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    insecure: bool = False
 
 
 class ContextAuthPlugin(plugin.BaseAuthPlugin):
@@ -133,7 +138,15 @@ def make_session(settings: CinderSettings, pool_size: int = 32) -> session.Sessi
     adapter = requests.adapters.HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
     http.mount("http://", adapter)
     http.mount("https://", adapter)
-    return session.Session(session=http, timeout=settings.timeout, verify=verify)
+    # keystoneauth1/loading/session.py:Session.load_from_options, for [cinder]'s options.
+    if settings.insecure:
+        verify = False
+    elif settings.cafile:
+        verify = settings.cafile
+    cert: str | tuple[str, str] | None = settings.certfile
+    if settings.certfile and settings.keyfile:
+        cert = (settings.certfile, settings.keyfile)
+    return session.Session(session=http, timeout=settings.timeout, verify=verify, cert=cert)
 
 
 def cinderclient(

@@ -140,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_cli_arguments(demo_parser)
     demo_parser.set_defaults(func=demo.run_cli)
 
+    from voltrace import load
+
+    load_parser = commands.add_parser("load", help="steady create traffic against a nova-api")
+    load.add_cli_arguments(load_parser)
+    load_parser.set_defaults(func=load.run_cli)
+
     from voltrace import diagnosis
 
     explain = commands.add_parser("explain", help="diagnose creates from a trace or log file")
