@@ -125,7 +125,7 @@ class LoadReport:
 
     def table(self) -> str:
         header = ("scenario", "sent", "expected", "answers", "p50 ms", "p95 ms", "p99 ms")
-        rows = [header]
+        rows: list[tuple[str, ...]] = [header]
         for name, outcomes in sorted(self.by_scenario().items()):
             statuses = Counter("no answer" if o.status is None else str(o.status)
                                for o in outcomes)

@@ -1,0 +1,61 @@
+"""Ordinary mistakes on the command line: one clear line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "voltrace", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(answer: subprocess.CompletedProcess[str], expected: str) -> None:
+    assert answer.returncode != 0
+    assert "Traceback" not in answer.stderr, answer.stderr
+    assert expected in answer.stderr, answer.stderr
+    assert "listening on" not in answer.stderr  # no banner for a server that never served
+
+
+def test_serve_refuses_a_port_out_of_range() -> None:
+    """--port 99999 is refused by the parser, before any banner."""
+    assert_one_line_error(run("serve", "--port", "99999"), "99999 is not a port number")
+
+
+def test_serve_refuses_a_busy_port_at_once() -> None:
+    """A port someone else holds is named, with the reason, without gunicorn's retries."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        answer = run("serve", "--port", str(port), timeout=20)
+    assert_one_line_error(answer, f"cannot listen on 127.0.0.1:{port}")
+    assert "os-volumes on http" not in answer.stderr
+
+
+def test_serve_refuses_a_missing_nova_conf(tmp_path: Path) -> None:
+    """--config-file that does not exist is one line."""
+    assert_one_line_error(run("serve", "--config-file", str(tmp_path / "nova.conf")),
+                          "does not exist")
+
+
+def test_serve_refuses_an_invalid_option_in_nova_conf(tmp_path: Path) -> None:
+    """An out-of-range option in nova.conf is named, as oslo.config reports it."""
+    conf = tmp_path / "nova.conf"
+    conf.write_text("[cinder]\nhttp_retries = -1\n")
+    assert_one_line_error(run("serve", "--config-file", str(conf)), "http_retries")
+
+
+@pytest.mark.parametrize("value", ["abc", "-3"])
+def test_load_refuses_bad_numbers(value: str) -> None:
+    """--rate must be a positive number."""
+    answer = run("load", "--rate", value, "--duration", "1s")
+    assert answer.returncode == 2
+    assert "Traceback" not in answer.stderr
