@@ -43,7 +43,11 @@ def require(condition: bool, why: str) -> None:
     pytest.skip(why)
 
 
-def member_headers(project_id: str = "p-member", **overrides: Any) -> dict[str, str]:
+# The member user's project: hex, as keystone makes them and as Cinder routes them.
+MEMBER_PROJECT = "a1ce0000000000000000000000000001"
+
+
+def member_headers(project_id: str = MEMBER_PROJECT, **overrides: Any) -> dict[str, str]:
     values = {"user_id": "u-member", "project_id": project_id, "roles": "member,reader",
               "token": TEST_TOKEN}
     values.update(overrides)

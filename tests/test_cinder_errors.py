@@ -88,7 +88,7 @@ def test_create_error_translation(nova, captured, fault, status, body, failure_c
 def test_over_quota_from_real_quota_enforcement(nova):
     """A quota set through Cinder's API is enforced: 413 → 403 with Cinder's message."""
     nova.sim.reset()
-    set_volume_quota(nova.sim, "p-member", 1)
+    set_volume_quota(nova.sim, "a1ce0000000000000000000000000001", 1)
     assert nova.create({"size": 1}).status == 200
     response = nova.create({"size": 1})
     assert response.status == 403
@@ -163,15 +163,15 @@ def test_catalog_endpoint_is_used_without_a_template(start_nova, sim):
     """With no endpoint_template, the volumev3 publicURL of X-Service-Catalog is used."""
     nova = start_nova(cinder=CinderSettings(endpoint_template=None, http_retries=0))
     catalog = [{"type": "volumev3", "name": "cinderv3", "endpoints": [
-        {"region": "RegionOne", "publicURL": f"{sim.url}/v3/p-member",
-         "internalURL": "http://internal.invalid/v3/p-member"}]}]
+        {"region": "RegionOne", "publicURL": f"{sim.url}/v3/a1ce0000000000000000000000000001",
+         "internalURL": "http://internal.invalid/v3/a1ce0000000000000000000000000001"}]}]
     from voltrace.client import identity_headers
 
-    headers = identity_headers(user_id="u", project_id="p-member", roles="member",
+    headers = identity_headers(user_id="u", project_id="a1ce0000000000000000000000000001", roles="member",
                                token="t", catalog=catalog)
     response = nova.create({"size": 1}, headers=headers)
     assert response.status == 200
-    assert sim.recorded[0].path == "/v3/p-member/volumes"
+    assert sim.recorded[0].path == "/v3/a1ce0000000000000000000000000001/volumes"
 
 
 def test_catalog_without_volumev3_is_500(start_nova):

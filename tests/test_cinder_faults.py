@@ -213,7 +213,7 @@ def test_snapshot_lookup_reset_fails_resolve_snapshot(serve, sim, metered, captu
     """A reset during GET snapshot fails resolve_snapshot (500), not call_cinder."""
     _, reader = metered
     client = serve()
-    snapshot = sim.add_snapshot("p-member")
+    snapshot = sim.add_snapshot("a1ce0000000000000000000000000001")
     sim.inject(Fault("snapshots.get", action="reset"))
     before = creates_so_far(reader, "cinder_unreachable", "resolve_snapshot", 500)
     response = client.create_volume({"size": 1, "snapshot_id": snapshot["id"]},

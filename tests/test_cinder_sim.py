@@ -28,12 +28,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from tests.support.polling import poll
 from voltrace.cinder_sim import (
     ROUTES,
     CinderSimulator,
     Fault,
     add_cli_arguments,
 )
+from voltrace.cinder_sim.backends import BackendSettings
 
 TOKEN = "gAAAAA-user-token-from-nova"
 GLOBAL_ID = "req-0b7d3c52-6f0e-4c8a-9b7e-2a1d4e5f6a7b"
@@ -62,9 +64,13 @@ class _TokenAuth(plugin.BaseAuthPlugin):
 # ---- fixtures --------------------------------------------------------------------------
 
 
+# Scheduling and creating in a few milliseconds: these tests are about the API.
+FAST = BackendSettings(scheduling_s=0.005, volume_create_s=0.005)
+
+
 @pytest.fixture
 def sim() -> Iterator[CinderSimulator]:
-    with CinderSimulator(port=0) as simulator:
+    with CinderSimulator(port=0, backend=FAST) as simulator:
         yield simulator
 
 
@@ -179,8 +185,13 @@ def test_cinderclient_create_then_lazy_get(sim: CinderSimulator, project: str) -
         ("POST", f"/v3/{project}/volumes"),
         ("GET", f"/v3/{project}/volumes/{volume.id}"),
     ]
-    assert volume.status == "available"  # the instant scheduler ran
     assert getattr(volume, "os-vol-tenant-attr:tenant_id") == project
+    # cinder-scheduler and cinder-volume finish after the 202 (the simulator's are fast).
+    poll(
+        lambda: make_client(sim, project).volumes.get(volume.id).status == "available",
+        timeout=5,
+        what="the volume becomes available",
+    )
 
 
 @pytest.mark.parametrize(
@@ -347,6 +358,11 @@ def test_create_snapshot_through_api(sim: CinderSimulator, project: str) -> None
     """POST /snapshots answers 202 'creating'; the stored snapshot is then available."""
     client = make_client(sim, project)
     volume = client.volumes.create(2)
+    poll(
+        lambda: client.volumes.get(volume.id).status == "available",
+        timeout=5,
+        what="the volume becomes available",
+    )
     snap = client.volume_snapshots.create(volume.id, force=False, name="s1")
     assert (snap.status, snap.size, snap.volume_id, snap.name) == ("creating", 2, volume.id, "s1")
     assert list(snap._info) == SNAPSHOT_KEYS
@@ -482,7 +498,7 @@ def test_deterministic_mode_repeats_ids_and_times() -> None:
     runs = []
     for _ in range(2):
         with CinderSimulator(deterministic=True) as simulator:
-            answers = [post_volume(simulator, "p", nova_body()) for _ in range(2)]
+            answers = [post_volume(simulator, "0a" * 16, nova_body()) for _ in range(2)]
             runs.append(
                 [
                     (

@@ -81,8 +81,8 @@ def test_cinder_receives_novas_post_and_lazy_get(nova):
     response = nova.create({"size": 3, "display_name": "", "metadata": {"a": "b"}})
     volume_id = response.json()["volume"]["id"]
     post, get = nova.sim.recorded
-    assert (post.method, post.path) == ("POST", "/v3/p-member/volumes")
-    assert (get.method, get.path) == ("GET", f"/v3/p-member/volumes/{volume_id}")
+    assert (post.method, post.path) == ("POST", "/v3/a1ce0000000000000000000000000001/volumes")
+    assert (get.method, get.path) == ("GET", f"/v3/a1ce0000000000000000000000000001/volumes/{volume_id}")
     assert get.body == b""
     body = post.json()
     assert list(body["volume"]) == CINDER_BODY_KEYS
@@ -138,7 +138,7 @@ def test_volume_is_visible_in_the_simulator(nova):
     """The created volume exists in Cinder afterwards."""
     volume_id = nova.create({"size": 1}).json()["volume"]["id"]
     cinder = NovaClient(nova.sim.url)
-    shown = cinder.request("GET", f"/v3/p-member/volumes/{volume_id}", None,
+    shown = cinder.request("GET", f"/v3/a1ce0000000000000000000000000001/volumes/{volume_id}", None,
                            {"X-Auth-Token": TEST_TOKEN})
     cinder.close()
     assert shown.status == 200

@@ -36,7 +36,7 @@ PROFILE = settings.get_profile("voltrace-ci" if IN_CI else "voltrace-dev")
 if os.environ.get("VOLTRACE_FUZZ_EXAMPLES"):
     PROFILE = settings(PROFILE, max_examples=int(os.environ["VOLTRACE_FUZZ_EXAMPLES"]))
 
-PROJECT = "p-fuzz"
+PROJECT = "a1ce0000000000000000000000000003"
 MAX_BODY = 114688
 STAGES = ("parse", "authorize", "resolve_snapshot", "derive_size", "call_cinder", "translate")
 VOLUME_KEYS = ["id", "status", "size", "availabilityZone", "createdAt", "attachments",

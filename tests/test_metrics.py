@@ -214,7 +214,7 @@ def test_success_records_each_stage_once_and_the_cinder_calls(metered: Metered) 
 
 def test_create_from_a_snapshot_records_resolve_snapshot_as_ok(metered: Metered) -> None:
     """With a snapshot, resolve_snapshot runs (outcome ok) and its Cinder GET is templated."""
-    snapshot = metered.sim.add_snapshot("p-member", size=1)
+    snapshot = metered.sim.add_snapshot("a1ce0000000000000000000000000001", size=1)
     assert metered.create({"size": 1, "snapshot_id": snapshot["id"]}).status == 200
     stages = by_label(metered.points(STAGE_DURATION), "stage", "outcome")
     assert stages[("resolve_snapshot", "ok")] == 1
@@ -255,7 +255,7 @@ def test_a_failure_is_counted_with_its_stage_and_class(
     """Counter labels agree with the SERVER span; stages after the failing one record nothing."""
     request_ = dict(request_)
     if request_.pop("quota", False):
-        set_volume_quota(metered.sim, "p-member", 0)
+        set_volume_quota(metered.sim, "a1ce0000000000000000000000000001", 0)
     if fault := request_.pop("fault", None):
         metered.sim.inject(Fault("volumes.create", status=fault, times=1))
     response = metered.create(request_.pop("volume", None), **request_,
@@ -567,7 +567,7 @@ def test_metrics_cost_a_create_little(capsys: pytest.CaptureFixture[str]) -> Non
             for name, (process, port) in servers.items():
                 _wait_listening(port, process, deadline)
                 clients[name] = NovaClient(f"http://127.0.0.1:{port}")
-            headers = identity_headers(project_id="p-overhead", roles="member")
+            headers = identity_headers(project_id="a1ce0000000000000000000000000004", roles="member")
             for _ in range(30):  # warm up: imports, connections, first series
                 for client in clients.values():
                     assert client.create_volume({"size": 1}, headers=headers).status == 200

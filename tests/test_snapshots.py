@@ -7,13 +7,13 @@ from tests.conftest import member_headers
 
 def test_create_from_snapshot_looks_the_snapshot_up_first(nova):
     """GET snapshot, then POST with its id, then the lazy GET."""
-    snapshot = nova.sim.add_snapshot("p-member", size=2)
+    snapshot = nova.sim.add_snapshot("a1ce0000000000000000000000000001", size=2)
     response = nova.create({"size": 2, "snapshot_id": snapshot["id"]})
     assert response.status == 200
     assert response.json()["volume"]["snapshotId"] == snapshot["id"]
     calls = [(r.method, r.path) for r in nova.sim.recorded]
-    assert calls[0] == ("GET", f"/v3/p-member/snapshots/{snapshot['id']}")
-    assert calls[1] == ("POST", "/v3/p-member/volumes")
+    assert calls[0] == ("GET", f"/v3/a1ce0000000000000000000000000001/snapshots/{snapshot['id']}")
+    assert calls[1] == ("POST", "/v3/a1ce0000000000000000000000000001/volumes")
     assert calls[2][0] == "GET"
     assert nova.sim.recorded[1].json()["volume"]["snapshot_id"] == snapshot["id"]
 
@@ -29,7 +29,7 @@ def test_missing_snapshot_is_404_with_novas_text(nova):
 
 def test_nova_34_requires_size_even_with_a_snapshot(nova):
     """By default the schema requires size, so the snapshot fallback can never run."""
-    snapshot = nova.sim.add_snapshot("p-member", size=2)
+    snapshot = nova.sim.add_snapshot("a1ce0000000000000000000000000001", size=2)
     response = nova.create({"snapshot_id": snapshot["id"]})
     assert response.status == 400
     assert "'size' is a required property" in response.json()["badRequest"]["message"]
@@ -38,7 +38,7 @@ def test_nova_34_requires_size_even_with_a_snapshot(nova):
 def test_size_from_snapshot_mode_uses_the_snapshots_size(start_nova, sim, captured):
     """With --size-from-snapshot, a missing size becomes the snapshot's volume_size."""
     nova = start_nova(size_from_snapshot=True)
-    snapshot = sim.add_snapshot("p-member", size=4)
+    snapshot = sim.add_snapshot("a1ce0000000000000000000000000001", size=4)
     response = nova.create({"snapshot_id": snapshot["id"]})
     assert response.status == 200
     assert sim.recorded[1].json()["volume"]["size"] == 4
@@ -50,7 +50,7 @@ def test_size_from_snapshot_mode_uses_the_snapshots_size(start_nova, sim, captur
 def test_size_from_snapshot_mode_still_prefers_the_requested_size(start_nova, sim):
     """An explicit size wins over the snapshot's."""
     nova = start_nova(size_from_snapshot=True)
-    snapshot = sim.add_snapshot("p-member", size=4)
+    snapshot = sim.add_snapshot("a1ce0000000000000000000000000001", size=4)
     nova.create({"size": 6, "snapshot_id": snapshot["id"]})
     assert sim.recorded[1].json()["volume"]["size"] == 6
 

@@ -87,7 +87,7 @@ def test_stage_span_attributes(nova, captured):
 
 def test_snapshot_create_tree(nova, captured):
     """The snapshot GET hangs under resolve_snapshot and carries the snapshot id."""
-    snapshot = nova.sim.add_snapshot("p-member", size=1)
+    snapshot = nova.sim.add_snapshot("a1ce0000000000000000000000000001", size=1)
     response = nova.create({"size": 1, "snapshot_id": snapshot["id"]})
     server, _ = trace_of(captured, response)
     resolve = next(s for s in stage_spans(captured, server) if s.name == "resolve_snapshot")
@@ -113,7 +113,7 @@ def test_incoming_traceparent_is_continued(nova, captured):
 
 def test_route_template_names_the_project_variant(nova, captured):
     """The span is named by route template, never by the raw path."""
-    response = nova.create({"size": 1}, path="/v2.1/p-member/os-volumes")
+    response = nova.create({"size": 1}, path="/v2.1/a1ce0000000000000000000000000001/os-volumes")
     server, _ = trace_of(captured, response)
     assert server.name == "POST /v2.1/{project_id}/os-volumes"
     assert server.attributes["http.route"] == "/v2.1/{project_id}/os-volumes"

@@ -10,6 +10,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from voltrace import __version__
 from voltrace.cinder import DEFAULT_ENDPOINT_TEMPLATE, CinderSettings
 from voltrace.telemetry import TelemetryConfig
 
@@ -140,8 +141,7 @@ def _cinder_sim(args: argparse.Namespace) -> int:
     telemetry = Telemetry.create(config)
     # run_cli blocks until SIGTERM/SIGINT; flush what we hold on the way out.
     try:
-        return cinder_sim.run_cli(args, tracer_provider=telemetry.tracer_provider
-                                  if telemetry.enabled else None)
+        return cinder_sim.run_cli(args, telemetry=telemetry)
     finally:
         telemetry.shutdown()
 
@@ -152,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="See, measure and diagnose an OpenStack volume create, "
                     "nova-api to cinder-api.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -211,11 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_cli_arguments(load_parser)
     load_parser.set_defaults(func=load.run_cli)
 
-    from voltrace import diagnosis
+    from voltrace.explain import cli as explain_cli
 
-    explain = commands.add_parser("explain", help="diagnose creates from a trace or log file")
-    diagnosis.add_cli_arguments(explain)
-    explain.set_defaults(func=diagnosis.run_cli)
+    explain = commands.add_parser("explain", help="diagnose creates from trace or log files")
+    explain_cli.add_arguments(explain)
+    explain.set_defaults(func=explain_cli.run)
     return parser
 
 

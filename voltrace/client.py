@@ -31,7 +31,7 @@ class Response:
 
 
 def identity_headers(
-    *, user_id: str = "demo-user", project_id: str = "demo-project",
+    *, user_id: str = "demo-user", project_id: str = "de000000000000000000000000000001",
     roles: str = "member,reader", token: str = "demo-token",
     catalog: list | None = None,
 ) -> dict[str, str]:

@@ -19,6 +19,9 @@ ROUTES = (
     "quotas.get",
     "quotas.update",
     "quotas.defaults",
+    "messages.list",
+    "messages.get",
+    "services.list",
 )
 
 
@@ -29,6 +32,8 @@ class Route:
     template: str  # also the span name and http.route
     success: int  # the status a good answer has (a "garbage" fault reuses it)
     needs_token: bool = True
+    # Reads OpenStack-API-Version (and echoes it); the others always answer at 3.0.
+    versioned: bool = False
 
 
 # Tried in order, first match wins (so ".../defaults" comes before ".../{target}").
@@ -51,6 +56,9 @@ ROUTE_TABLE = (
     ),
     Route("quotas.get", "GET", "/v3/{project_id}/os-quota-sets/{target_project_id}", 200),
     Route("quotas.update", "PUT", "/v3/{project_id}/os-quota-sets/{target_project_id}", 200),
+    Route("messages.list", "GET", "/v3/{project_id}/messages", 200, versioned=True),
+    Route("messages.get", "GET", "/v3/{project_id}/messages/{message_id}", 200, versioned=True),
+    Route("services.list", "GET", "/v3/{project_id}/os-services", 200, versioned=True),
 )
 
 
@@ -66,7 +74,7 @@ _COMPILED_ROUTES = tuple((route, _compile_template(route.template)) for route in
 @dataclass
 class Match:
     route: Route | None  # None: no route for this method (or path)
-    params: dict[str, str]
+    params: dict[str, str]  # the path's parameters, even when the method is wrong
     template: str | None = None  # the path template, even when the method is wrong
     allowed: list[str] = field(default_factory=list)  # methods the path does accept
 
@@ -74,6 +82,7 @@ class Match:
 def match_route(method: str, path: str) -> Match:
     allowed: list[str] = []
     template = None
+    params: dict[str, str] = {}
     for route, regex in _COMPILED_ROUTES:
         found = regex.match(path)
         if not found:
@@ -81,5 +90,6 @@ def match_route(method: str, path: str) -> Match:
         if route.method == method:
             return Match(route, found.groupdict(), route.template)
         allowed.append(route.method)
-        template = template or route.template
-    return Match(None, {}, template, sorted(set(allowed)))
+        if template is None:
+            template, params = route.template, found.groupdict()
+    return Match(None, params, template, sorted(set(allowed)))

@@ -1,35 +1,68 @@
 """HTTP plumbing: the standard library's threading HTTP server, speaking HTTP/1.1.
 
-Socket I/O only. A request under ``/__sim__/`` goes to ``admin.py``; any other is recorded
-and handed to the application (``app.py``), whose outcome is written back, or turned
-into a dropped or reset connection.
+Socket I/O only. The server is given three callables and knows nothing else of the
+simulator: ``admin`` answers requests under ``/__sim__/``; every other request goes to
+``record``, then to ``handle``, whose outcome is written back, or turned into a dropped or
+reset connection. The server keeps its own set of open connections, so that
+:meth:`HTTPServer.close_connections` can cut idle keep-alive ones at shutdown.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
+import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from voltrace.cinder_sim.admin import ADMIN_PREFIX, admin
-from voltrace.cinder_sim.messages import Disconnect, RecordedRequest, Request, Response
+from voltrace.cinder_sim.messages import Disconnect, Outcome, RecordedRequest, Request, Response
 
-if TYPE_CHECKING:
-    from voltrace.cinder_sim.simulator import CinderSimulator
+ADMIN_PREFIX = "/__sim__"
+
+RequestHandler = Callable[[Request], Outcome]
+Recorder = Callable[[RecordedRequest], None]
+AdminHandler = Callable[[str, str, bytes], Response]  # (method, path, body)
 
 
 class HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], simulator: CinderSimulator) -> None:
-        self.simulator = simulator
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        handle: RequestHandler,
+        record: Recorder,
+        admin: AdminHandler,
+    ) -> None:
+        self.handle = handle
+        self.record = record
+        self.admin = admin
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def track(self, conn: socket.socket, *, open_: bool) -> None:
+        with self._connections_lock:
+            if open_:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    def close_connections(self) -> None:
+        """Shut down every open connection (idle keep-alive ones would linger otherwise)."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Read the request, hand it to the simulator, write the outcome."""
+    """Read the request, hand it to the server's callables, write the outcome."""
 
     protocol_version = "HTTP/1.1"  # keep-alive, like cinder-api behind uwsgi/apache
     disable_nagle_algorithm = True  # else delayed ACK stalls each keep-alive request ~40 ms
@@ -38,14 +71,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        # Tracked so that stop() can cut idle keep-alive connections.
-        self.server.simulator._track_connection(self.connection, add=True)
+        # Tracked so that stopping can cut idle keep-alive connections.
+        self.server.track(self.connection, open_=True)
 
     def finish(self) -> None:
         try:
             super().finish()
         finally:
-            self.server.simulator._track_connection(self.connection, add=False)
+            self.server.track(self.connection, open_=False)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Stay quiet: nothing (least of all a token) goes to stderr."""
@@ -58,7 +91,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes:
         """The request body (Content-Length or chunked); ValueError if it is malformed."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
@@ -71,7 +104,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(int(length)) if length else b""
 
     def _dispatch(self) -> None:
-        sim = self.server.simulator
+        server = self.server
         try:
             body = self._read_body()
         except ValueError:
@@ -84,10 +117,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.command, self.path, headers, body, str(host), int(port), self.client_address[0]
         )
         if request.path == ADMIN_PREFIX or request.path.startswith(ADMIN_PREFIX + "/"):
-            self._write(admin(sim, self.command, request.path, body))
+            self._write(server.admin(self.command, request.path, body))
             return
-        sim._record(RecordedRequest(self.command, self.path, headers, body))
-        outcome = sim._app.handle(request)
+        server.record(RecordedRequest(self.command, self.path, headers, body))
+        outcome = server.handle(request)
         if isinstance(outcome, Disconnect):
             self._disconnect(outcome.action)
         else:

@@ -14,7 +14,12 @@ from typing import Any
 
 from voltrace.cinder_sim.errors import ApiError
 from voltrace.cinder_sim.quotas import Quotas
+from voltrace.cinder_sim.user_messages import MessageStore
 from voltrace.cinder_sim.validation import is_uuid_like
+
+# No token is ever validated behind keystone mode, so there is no real user behind a
+# request; every resource gets this user id (keystone-style 32 hex digits).
+SIMULATED_USER_ID = "5e1f0f3b0c0d4c4e9a0b1c2d3e4f5a6b"
 
 # Deterministic mode stamps every resource with this time (naive UTC, as cinder prints it).
 DETERMINISTIC_TIME = datetime(2026, 11, 27, 8, 0, 0)
@@ -39,6 +44,9 @@ class Volume:
     bootable: bool = False
     host: str | None = None
     updated_at: datetime | None = None
+    user_id: str = SIMULATED_USER_ID
+    # Every (status, host) the volume went through, oldest first.
+    timeline: list[tuple[str, str | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -69,6 +77,7 @@ class NewVolume:
     snapshot_id: str | None = None
     source_volid: str | None = None
     bootable: bool = False
+    user_id: str = SIMULATED_USER_ID
 
 
 @dataclass
@@ -118,6 +127,7 @@ class State:
         availability_zones: tuple[str, ...],
         volume_types: tuple[str, ...],
         default_quotas: dict[str, int],
+        extra_specs: dict[str, dict[str, str]] | None = None,
     ) -> None:
         self.lock = threading.RLock()
         self.ids = Ids(deterministic)
@@ -126,17 +136,38 @@ class State:
         self.volume_types = {
             name: str(uuid.uuid5(ID_NAMESPACE, f"volume-type-{name}")) for name in volume_types
         }
+        unknown = sorted(set(extra_specs or {}) - set(self.volume_types))
+        if unknown:
+            raise ValueError(f"extra specs for unknown volume type(s): {', '.join(unknown)}")
+        self._initial_extra_specs = {k: dict(v) for k, v in (extra_specs or {}).items()}
+        self._extra_specs = {k: dict(v) for k, v in self._initial_extra_specs.items()}
         self.quotas = Quotas(self.lock, tuple(self.volume_types), default_quotas)
         self.volumes: dict[str, Volume] = {}
         self.snapshots: dict[str, Snapshot] = {}
+        self.messages = MessageStore()
 
     def reset(self) -> None:
-        """Forget every volume, snapshot and quota; restart the id counters."""
+        """Forget every volume, snapshot, quota and message; restart the id counters."""
         with self.lock:
             self.volumes.clear()
             self.snapshots.clear()
             self.quotas.clear()
+            self.messages.clear()
+            self._extra_specs = {k: dict(v) for k, v in self._initial_extra_specs.items()}
         self.ids.reset()
+
+    # ---- volume types -----------------------------------------------------------------
+
+    def extra_specs(self, type_name: str) -> dict[str, str]:
+        with self.lock:
+            return dict(self._extra_specs.get(type_name, {}))
+
+    def set_extra_specs(self, type_name: str, specs: dict[str, str]) -> None:
+        """Replace a type's extra specs (``openstack volume type set --property``)."""
+        with self.lock:
+            if type_name not in self.volume_types:
+                raise ValueError(f"unknown volume type {type_name!r}")
+            self._extra_specs[type_name] = {str(k): str(v) for k, v in specs.items()}
 
     # ---- volumes ----------------------------------------------------------------------
 
@@ -172,18 +203,27 @@ class State:
             snapshot_id=new.snapshot_id,
             source_volid=new.source_volid,
             bootable=new.bootable,
+            user_id=new.user_id,
+            timeline=[("creating", None)],
         )
         with self.lock:
             self.volumes[volume.id] = volume
             self.quotas.book(project_id, "volumes", volume.volume_type, volume.size)
         return volume
 
-    def settle_volume(self, volume: Volume) -> None:
-        """The instant scheduler: the volume lands on a backend and becomes available."""
+    def settle_volume(self, volume: Volume, host: str) -> None:
+        """Straight to available on ``host`` (a volume made without a create's cast)."""
+        self.set_volume_status(volume, "available", host=host)
+
+    def set_volume_status(self, volume: Volume, status: str, *, host: str | None) -> None:
+        """What cinder-scheduler and cinder-volume write to the volume's row."""
         with self.lock:
-            volume.status = "available"
-            volume.host = f"cinder-sim@{volume.volume_type}#{volume.volume_type}"
+            if (status, host) == (volume.status, volume.host):
+                return
+            volume.status = status
+            volume.host = host
             volume.updated_at = self.ids.now()
+            volume.timeline.append((status, host))
 
     def get_volume(self, project_id: str, volume_id: str) -> Volume:
         with self.lock:

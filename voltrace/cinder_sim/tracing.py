@@ -10,7 +10,6 @@ otel context is touched (that saves a good share of an untraced request's time).
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any
@@ -26,10 +25,6 @@ from voltrace.cinder_sim.routes import Match
 
 # The instrumentation scope name, the same as when all this was one module.
 TRACER_NAME = "voltrace.cinder_sim"
-# oslo.middleware request_id.ID_FORMAT: only such ids become the global request id.
-_GLOBAL_REQUEST_ID_RE = re.compile(
-    r"^req-[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}$"
-)
 _UNTRACED_STEP = contextlib.nullcontext(trace.INVALID_SPAN)
 
 
@@ -133,8 +128,7 @@ def _server_attributes(request: Request, match: Match, request_id: str) -> dict[
     user_agent = request.header("User-Agent")
     if user_agent:
         attributes["user_agent.original"] = user_agent
-    global_id = request.header("X-OpenStack-Request-ID")
-    if global_id and _GLOBAL_REQUEST_ID_RE.match(global_id):
-        # oslo.middleware drops anything that is not req-<uuid>; so do we.
+    global_id = request.global_request_id  # oslo.middleware drops anything not req-<uuid>
+    if global_id:
         attributes["openstack.global_request_id"] = global_id
     return attributes

@@ -9,16 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from voltrace.cinder_sim.state import Snapshot, Volume
+from voltrace.cinder_sim.state import SIMULATED_USER_ID, Snapshot, Volume
 
 # cinder/api/openstack/api_version_request.py in cinder 29.0.0
 MIN_API_VERSION = "3.0"
 MAX_API_VERSION = "3.71"
 API_VERSION_UPDATED = "2023-08-31T00:00:00Z"
 
-# No token is ever validated, so there is no real user behind a request; every resource
-# gets this user id (keystone-style 32 hex digits).
-SIMULATED_USER_ID = "5e1f0f3b0c0d4c4e9a0b1c2d3e4f5a6b"
+__all__ = ["SIMULATED_USER_ID"]  # re-exported: it used to live here
 
 
 def fmt_time(value: datetime | None) -> str | None:
@@ -26,8 +24,15 @@ def fmt_time(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%S.%f") if value else None
 
 
-def volume_view(vol: Volume, base_url: str, *, show_extensions: bool) -> dict[str, Any]:
-    """``legacy_detail`` at microversion 3.0 for a non-admin caller, keys in cinder order."""
+def volume_view(
+    vol: Volume, base_url: str, *, show_extensions: bool, admin: bool = False
+) -> dict[str, Any]:
+    """``legacy_detail`` at microversion 3.0, keys in cinder order.
+
+    A project member (keystone mode) sees the tenant attribute on show; an admin (every
+    noauth caller) also sees ``migration_status`` and, on show, the migration and host
+    attributes, in the order cinder 29's extensions add them.
+    """
     body = {
         "id": vol.id,
         "status": vol.status,
@@ -45,7 +50,7 @@ def volume_view(vol: Volume, base_url: str, *, show_extensions: bool) -> dict[st
             {"rel": "self", "href": f"{base_url}/v3/{vol.project_id}/volumes/{vol.id}"},
             {"rel": "bookmark", "href": f"{base_url}/{vol.project_id}/volumes/{vol.id}"},
         ],
-        "user_id": SIMULATED_USER_ID,
+        "user_id": vol.user_id,
         "bootable": str(vol.bootable).lower(),
         "encrypted": False,
         "replication_status": "disabled",
@@ -53,10 +58,16 @@ def volume_view(vol: Volume, base_url: str, *, show_extensions: bool) -> dict[st
         "multiattach": False,
         "attachments": [],
     }
+    if admin:
+        body["migration_status"] = None
     if show_extensions:
         # Controller extensions only extend show/detail, never create; a project reader
-        # passes the os-vol-tenant-attr policy.
+        # passes the os-vol-tenant-attr policy, the others are admin-only.
         body["os-vol-tenant-attr:tenant_id"] = vol.project_id
+        if admin:
+            body["os-vol-mig-status-attr:migstat"] = None
+            body["os-vol-mig-status-attr:name_id"] = None
+            body["os-vol-host-attr:host"] = vol.host
     return {"volume": body}
 
 
