@@ -30,7 +30,9 @@ if str(REPO) not in sys.path:
 
 from tests.support.rotel import RotelCollector, free_port  # noqa: E402
 
-BENCH_PROJECT = "bench-project"
+# Hex, as keystone makes them: cinder (and the simulator) route only ids matching
+# [DEFAULT] project_id_regex = [0-9a-f\-]+.
+BENCH_PROJECT = "be4c0000be4c0000be4c0000be4c0000"
 BENCH_TOKEN = "bench-token"
 STAGES = ("parse", "authorize", "resolve_snapshot", "derive_size", "call_cinder", "translate")
 SERVER, CLIENT = 2, 3  # OTLP span kinds
@@ -133,11 +135,16 @@ def start_sim(workdir: Path, *, traces_file: Path | None = None) -> Proc:
     else:
         env["OTEL_SDK_DISABLED"] = "true"
     with open(log, "ab") as out:
-        popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                 env=_python_env(env), cwd=REPO)
+        popen = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env=_python_env(env), cwd=REPO
+        )
     proc = Proc("cinder-sim", popen, port, log)
-    wait_for_port(port, popen)
-    _unlimited_quota(port)
+    try:
+        wait_for_port(port, popen)
+        _unlimited_quota(port)
+    except BaseException:
+        proc.stop()  # the caller never got it, so nobody else would
+        raise
     return proc
 
 
@@ -147,8 +154,12 @@ def _unlimited_quota(port: int) -> None:
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     body = json.dumps({"quota_set": {"volumes": -1, "gigabytes": -1}})
-    conn.request("PUT", f"/v3/{BENCH_PROJECT}/os-quota-sets/{BENCH_PROJECT}", body=body,
-                 headers={"X-Auth-Token": BENCH_TOKEN, "Content-Type": "application/json"})
+    conn.request(
+        "PUT",
+        f"/v3/{BENCH_PROJECT}/os-quota-sets/{BENCH_PROJECT}",
+        body=body,
+        headers={"X-Auth-Token": BENCH_TOKEN, "Content-Type": "application/json"},
+    )
     response = conn.getresponse()
     response.read()
     conn.close()
@@ -157,9 +168,18 @@ def _unlimited_quota(port: int) -> None:
 
 
 def start_serve(
-    workdir: Path, name: str, sim: Proc, *, telemetry: bool, workers: int = 1,
-    threads: int = 16, collector: RotelCollector | None = None, extra_env: dict | None = None,
-    traces_file: bool = True, logs: bool = True, metrics: bool = True,
+    workdir: Path,
+    name: str,
+    sim: Proc,
+    *,
+    telemetry: bool,
+    workers: int = 1,
+    threads: int = 16,
+    collector: RotelCollector | None = None,
+    extra_env: dict | None = None,
+    traces_file: bool = True,
+    logs: bool = True,
+    metrics: bool = True,
     extra_args: list[str] | None = None,
 ) -> tuple[Proc, dict[str, Path]]:
     """``voltrace serve`` as a real gunicorn process; telemetry fully on or fully off.
@@ -170,9 +190,20 @@ def start_serve(
     port = free_port()
     log = workdir / f"{name}.log"
     files: dict[str, Path] = {}
-    args = [sys.executable, "-m", "voltrace", "serve", "--port", str(port),
-            "--workers", str(workers), "--threads", str(threads),
-            "--cinder-endpoint", f"http://127.0.0.1:{sim.port}/v3/%(project_id)s"]
+    args = [
+        sys.executable,
+        "-m",
+        "voltrace",
+        "serve",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--cinder-endpoint",
+        f"http://127.0.0.1:{sim.port}/v3/%(project_id)s",
+    ]
     env: dict[str, str] = dict(extra_env or {})
     if telemetry:
         if traces_file:
@@ -189,17 +220,24 @@ def start_serve(
             args += ["--metrics-port", str(free_port())]
         if collector is not None:
             args.append("--otlp")
-            env.update(OTEL_EXPORTER_OTLP_ENDPOINT=collector.grpc_endpoint,
-                       OTEL_EXPORTER_OTLP_PROTOCOL="grpc")
+            env.update(
+                OTEL_EXPORTER_OTLP_ENDPOINT=collector.grpc_endpoint,
+                OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+            )
     else:
         args += ["--log-level", "off"]
         env["OTEL_SDK_DISABLED"] = "true"
     args += extra_args or []
     with open(log, "ab") as out:
-        popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                 env=_python_env(env), cwd=REPO)
+        popen = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env=_python_env(env), cwd=REPO
+        )
     proc = Proc(name, popen, port, log)
-    wait_for_port(port, popen)
+    try:
+        wait_for_port(port, popen)
+    except BaseException:
+        proc.stop()
+        raise
     return proc, files
 
 
@@ -231,43 +269,48 @@ def summarise(latencies_s: list[float]) -> dict[str, float]:
 # ---------------------------------------------------------------------------
 
 
-def _value(value: dict[str, Any]) -> Any:
-    return next(iter(value.values())) if value else None
-
-
 def read_otlp_spans(paths: Iterable[Path]) -> list[dict[str, Any]]:
-    """Every span of OTLP JSON line files, normalised (see ``normalise``)."""
+    """Every span of OTLP JSON line files, normalised (the shape ``rotel_spans`` gives).
+
+    Read by voltrace's own reader (``voltrace.traces``), the project's one OTLP JSON parser.
+    """
+    from voltrace.traces import TraceReader
+    from voltrace.traces.otlp import KIND_NUMBERS
+
+    existing = [path for path in paths if path.exists()]
     spans: list[dict[str, Any]] = []
-    for path in paths:
-        if not path.exists():
-            continue
-        for line in path.read_text().splitlines():
-            if not line.strip():
-                continue
-            for resource_spans in json.loads(line).get("resourceSpans", []):
-                resource = {a["key"]: _value(a["value"]) for a in
-                            resource_spans.get("resource", {}).get("attributes", [])}
-                for scope in resource_spans.get("scopeSpans", []):
-                    for span in scope.get("spans", []):
-                        spans.append({
-                            "traceId": span["traceId"], "spanId": span["spanId"],
-                            "parentSpanId": span.get("parentSpanId", ""),
-                            "name": span["name"], "kind": span.get("kind"),
-                            "service": resource.get("service.name"),
-                            "attrs": {a["key"]: _value(a["value"])
-                                      for a in span.get("attributes", [])},
-                        })
+    if not existing:
+        return spans
+    for trace in TraceReader(existing).traces():
+        spans.extend(
+            {
+                "traceId": span.trace_id,
+                "spanId": span.span_id,
+                "parentSpanId": span.parent_id or "",
+                "name": span.name,
+                "kind": KIND_NUMBERS.get(span.kind),
+                "service": span.service,
+                "attrs": span.attributes,
+            }
+            for span in trace.spans
+        )
     return spans
 
 
 def rotel_spans(collector: RotelCollector) -> list[dict[str, Any]]:
     """What the rotel collector received, in the same normalised shape."""
-    return [{
-        "traceId": span["trace_id"], "spanId": span["span_id"],
-        "parentSpanId": span["parent_span_id"] or "", "name": span["name"],
-        "kind": span["kind"], "service": span["resource"].get("service.name"),
-        "attrs": span["attributes"],
-    } for span in collector.spans()]
+    return [
+        {
+            "traceId": span["trace_id"],
+            "spanId": span["span_id"],
+            "parentSpanId": span["parent_span_id"] or "",
+            "name": span["name"],
+            "kind": span["kind"],
+            "service": span["resource"].get("service.name"),
+            "attrs": span["attributes"],
+        }
+        for span in collector.spans()
+    ]
 
 
 @dataclass
@@ -289,8 +332,9 @@ def _children(by_parent: dict[str, list[dict]], span: dict) -> list[dict]:
     return by_parent.get(span["spanId"], [])
 
 
-def check_traces(spans: list[dict[str, Any]], request_ids: list[str], *,
-                 with_cinder: bool) -> TraceCheck:
+def check_traces(
+    spans: list[dict[str, Any]], request_ids: list[str], *, with_cinder: bool
+) -> TraceCheck:
     """A create's trace is complete when nova-api's SERVER span, the pipeline span, all six
     stage spans, both Cinder CLIENT spans (POST, lazy GET) and, with ``with_cinder``, the
     simulator's SERVER span under each of them, are all in the output."""
@@ -331,8 +375,11 @@ def _complete(by_parent: dict[str, list[dict]], server: dict, with_cinder: bool)
         return False
     if with_cinder:
         for client in clients:
-            callee = [s for s in _children(by_parent, client)
-                      if s.get("kind") == SERVER and s.get("service") == "cinder-api"]
+            callee = [
+                s
+                for s in _children(by_parent, client)
+                if s.get("kind") == SERVER and s.get("service") == "cinder-api"
+            ]
             if len(callee) != 1:
                 return False
     return True

@@ -8,13 +8,9 @@ import re
 import pytest
 
 from tests.conftest import require
-from tests.support.demo_run import (
-    EXPECTED,
-    FAILURES,
-    DemoRun,
-    demo_run,
-)
+from tests.support.demo_run import EXPECTED, FAILURES, PROJECT, DemoRun, demo_run
 from voltrace.cli import main
+from voltrace.traces import Span, read_trace_file
 
 # Failures answered before nova-api calls Cinder, or with Cinder unreachable:
 # their traces hold nova-api's spans only.
@@ -26,20 +22,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     return demo_run(tmp_path_factory)
 
 
-def otlp_spans(run: DemoRun) -> list[dict]:
-    """Every span of traces.jsonl, read as plain JSON, tagged with its service."""
-    spans = []
-    for line in (run.out / "traces.jsonl").read_text().splitlines():
-        for resource_spans in json.loads(line)["resourceSpans"]:
-            service = next(a["value"]["stringValue"] for a in resource_spans["resource"]
-                           ["attributes"] if a["key"] == "service.name")
-            for scope_spans in resource_spans["scopeSpans"]:
-                spans += [{**s, "service": service} for s in scope_spans["spans"]]
-    return spans
-
-
-def attributes(span: dict) -> dict:
-    return {a["key"]: next(iter(a["value"].values())) for a in span.get("attributes", [])}
+def otlp_spans(run: DemoRun) -> list[Span]:
+    """Every span of traces.jsonl, read by voltrace's one OTLP JSON reader."""
+    loaded = read_trace_file(run.out / "traces.jsonl")
+    assert loaded.problems == []
+    return [span for trace in loaded.traces for span in trace.spans]
 
 
 def test_demo_exits_zero_with_every_scenario_as_expected(run):
@@ -49,10 +36,13 @@ def test_demo_exits_zero_with_every_scenario_as_expected(run):
     for row in run.summary:
         status, stage, failure = EXPECTED[row["scenario"]]
         assert (row["http_status"], row["failed_stage"], row["failure_class"]) == (
-            status, stage, failure), row
+            status,
+            stage,
+            failure,
+        ), row
         assert row["traced"] and row["as_expected"]
         assert re.match(r"^req-[0-9a-f-]{36}$", row["request_id"])
-    table = run.stdout[run.stdout.index("scenario  "):]
+    table = run.stdout[run.stdout.index("scenario  ") :]
     for name, (status, stage, failure) in EXPECTED.items():
         line = next(ln for ln in table.splitlines() if ln.startswith(name + " "))
         assert line.split()[1:4] == [str(status), stage or "-", failure or "-"]
@@ -63,17 +53,18 @@ def test_every_scenario_left_its_whole_trace_in_traces_jsonl(run):
     """Each create is one trace: nova-api's server span, its stages, and Cinder's side."""
     spans = otlp_spans(run)
     for row in run.summary:
-        trace = [s for s in spans if s["traceId"] == row["trace_id"]]
-        services = {s["service"] for s in trace}
+        trace = [s for s in spans if s.trace_id == row["trace_id"]]
+        services = {s.service for s in trace}
         expected = {"nova-api"} if row["scenario"] in NOVA_ONLY else {"nova-api", "cinder-api"}
         assert services == expected, row["scenario"]
-        server = next(s for s in trace if s["name"] == "POST /v2.1/os-volumes")
-        tags = attributes(server)
+        server = next(s for s in trace if s.name == "POST /v2.1/os-volumes")
+        tags = server.attributes
         assert tags["openstack.request_id"] == row["request_id"]
         assert int(tags["http.response.status_code"]) == row["http_status"]
         assert tags["voltrace.failed_stage"] == (row["failed_stage"] or "none")
-        stage_errors = [s["name"] for s in trace
-                        if "voltrace.stage" in attributes(s) and s["status"].get("code") == 2]
+        stage_errors = [
+            s.name for s in trace if "voltrace.stage" in s.attributes and s.status == "error"
+        ]
         assert stage_errors == ([row["failed_stage"]] if row["failed_stage"] else [])
 
 
@@ -108,9 +99,14 @@ def test_waterfall_shows_both_services_and_marks_the_failing_span(run):
         label = row(name)[13:]
         return len(label) - len(label.lstrip())
 
-    assert (depth("POST /v2.1/os-volumes") < depth("create_volume") < depth("call_cinder")
-            < depth("POST /v3/demo-project/volumes") < depth("POST /v3/{project_id}/volumes")
-            < depth("check_quota"))
+    assert (
+        depth("POST /v2.1/os-volumes")
+        < depth("create_volume")
+        < depth("call_cinder")
+        < depth(f"POST /v3/{PROJECT[:8]}")
+        < depth("POST /v3/{project_id}/volumes")
+        < depth("check_quota")
+    )
     assert row("check_quota").startswith("  cinder-api ")
     assert row("call_cinder").startswith("  nova-api ")
     marked = [r for r in rows if "!|" in r]
@@ -137,7 +133,7 @@ def test_output_off_a_tty_is_plain_ascii(run):
 
 def test_demo_prints_where_the_files_are_and_how_to_open_them(run):
     """The end names the four files and the Jaeger and explain commands."""
-    tail = run.stdout[run.stdout.rindex("Traces:"):]
+    tail = run.stdout[run.stdout.rindex("Traces:") :]
     for name in ("traces.jsonl", "jaeger.json", "logs.jsonl", "report.html"):
         assert str(run.out / name) in tail
         assert (run.out / name).stat().st_size > 0
@@ -163,13 +159,15 @@ def test_scenario_option_runs_only_those_and_replaces_old_output(capsys, tmp_pat
     """--scenario (repeatable) selects; a second run into the same --out starts afresh."""
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--scenario", "plain-create"]) == 0
-    assert main(["demo", "--out", str(out), "--scenario", "over-quota",
-                 "--scenario", "invalid-size"]) == 0
+    assert (
+        main(["demo", "--out", str(out), "--scenario", "over-quota", "--scenario", "invalid-size"])
+        == 0
+    )
     assert "[2/2] invalid-size" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     assert [r["scenario"] for r in summary] == ["over-quota", "invalid-size"]
     written = DemoRun(out, 0, "", "", summary)
-    assert {s["traceId"] for s in otlp_spans(written)} == {r["trace_id"] for r in summary}
+    assert {s.trace_id for s in otlp_spans(written)} == {r["trace_id"] for r in summary}
 
 
 def test_otlp_option_sends_both_services_to_the_collector(tmp_path, monkeypatch, capsys):
@@ -185,8 +183,11 @@ def test_otlp_option_sends_both_services_to_the_collector(tmp_path, monkeypatch,
         assert main(["demo", "--otlp", "--scenario", "over-quota", "--out", str(out)]) == 0
         trace_id = json.loads((out / "summary.json").read_text())[0]["trace_id"]
         spans = collector.wait_for_spans(
-            lambda got: {s["resource"].get("service.name") for s in got
-                         if s["trace_id"] == trace_id} == {"nova-api", "cinder-api"})
+            lambda got: (
+                {s["resource"].get("service.name") for s in got if s["trace_id"] == trace_id}
+                == {"nova-api", "cinder-api"}
+            )
+        )
     assert f"spans also sent to {collector.http_endpoint}" in capsys.readouterr().out
     names = {s["name"] for s in spans if s["trace_id"] == trace_id}
     assert {"POST /v2.1/os-volumes", "call_cinder", "check_quota"} <= names
@@ -204,3 +205,37 @@ def test_sampled_out_create_is_diagnosed_from_the_logs(tmp_path, monkeypatch, ca
     assert "(no trace arrived: diagnosed from the logs)" in out
     assert "=> HTTP 403 policy_denied at authorize" in out
     assert json.loads((tmp_path / "summary.json").read_text())[0]["traced"] is False
+
+
+def test_hung_cinder_is_sent_four_times_and_says_so(run):
+    """cinder-hung: the POST went out 4 times (the simulator saw 4), and the diagnosis says
+    Cinder may hold up to 4 volumes, with the commands to find them."""
+    row = run.row("cinder-hung")
+    assert row["creates_received"] == 4 and row["as_expected"]
+    assert "The create was sent 4 times; Cinder may hold up to 4 volumes" in row["next_step"]
+    assert f"openstack volume list --project {PROJECT} --long" in row["next_step"]
+    section = " ".join(run.section("cinder-hung").split())
+    assert "read timeout" in section and "Cinder may hold up to 4 volumes" in section
+    assert section.count("ReadTimeout") == 4
+
+
+def test_list_wraps_titles_and_cuts_none(capsys, monkeypatch):
+    """--list at 60 columns: every title whole, continued under itself, no line too wide."""
+    monkeypatch.setenv("COLUMNS", "60")
+    assert main(["demo", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 60
+    flat = " ".join(out.split())
+    from voltrace.demo import SCENARIOS
+
+    for scenario in SCENARIOS:
+        assert " ".join(scenario.title.split()) in flat
+
+
+def test_unwritable_out_is_one_line_and_exit_2(tmp_path, capsys):
+    """--out where nothing can be written: one clear line, exit 2, nothing started."""
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    assert main(["demo", "--out", str(blocked / "demo"), "--scenario", "plain-create"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("voltrace demo: cannot write to") and err.count("\n") == 1

@@ -40,14 +40,22 @@ def test_collector_file_export_is_diagnosed(capsys):
     (d,) = [json.loads(line) for line in out.splitlines()]
     assert d["trace_id"] == OVER_QUOTA_TRACE
     assert (d["http_status"], d["failed_stage"], d["failure_class"]) == (
-        403, "call_cinder", "over_quota")
+        403,
+        "call_cinder",
+        "over_quota",
+    )
     assert d["error_type"] == "nova.exception.OverQuota"
     assert d["details"]["quota"] == "gigabytes"
     assert d["details"]["cinder_error_type"] == "VolumeSizeExceedsAvailableQuota"
     assert d["cinder_request_id"].startswith("req-")
     assert d["slowest_hop"]["target"] == "cinder-api"
     assert [s["name"] for s in d["stages"]] == [
-        "parse", "authorize", "resolve_snapshot", "derive_size", "call_cinder"]
+        "parse",
+        "authorize",
+        "resolve_snapshot",
+        "derive_size",
+        "call_cinder",
+    ]
 
 
 def test_truncated_line_and_foreign_traces_get_clear_messages(capsys):
@@ -73,11 +81,18 @@ def protobuf_default_json(line: str) -> str:
                 for key in ("traceId", "spanId", "parentSpanId"):
                     if key in span:
                         span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
-                span["kind"] = ["SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL",
-                                "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT"][span["kind"]]
+                span["kind"] = [
+                    "SPAN_KIND_UNSPECIFIED",
+                    "SPAN_KIND_INTERNAL",
+                    "SPAN_KIND_SERVER",
+                    "SPAN_KIND_CLIENT",
+                ][span["kind"]]
                 if "code" in span["status"]:
-                    span["status"]["code"] = ["STATUS_CODE_UNSET", "STATUS_CODE_OK",
-                                              "STATUS_CODE_ERROR"][span["status"]["code"]]
+                    span["status"]["code"] = [
+                        "STATUS_CODE_UNSET",
+                        "STATUS_CODE_OK",
+                        "STATUS_CODE_ERROR",
+                    ][span["status"]["code"]]
     return json.dumps(request)
 
 
@@ -104,15 +119,17 @@ def test_file_with_no_create_exits_1(capsys, tmp_path):
     assert f"no volume create in {other}" in err
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (None, "cannot read"),
-    ("", "is empty"),
-    ('{"event": "request.finished", "request_id": "req-1"}\n', "read logs with --logs"),
-    ("\x00\x01garbage\x02\n", "no line could be read as spans"),
-    ('{"resourceMetrics": []}\n', "OTLP metrics or logs, not traces"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read"),
+        ("", "is empty"),
+        ("\x00\x01garbage\x02\n", "no line could be read as spans"),
+        ('{"resourceMetrics": []}\n', "OTLP metrics or logs, not traces"),
+    ],
+)
 def test_unreadable_trace_files_exit_2_with_a_reason(capsys, tmp_path, content, message):
-    """Missing, empty, a log file, garbage, metrics: exit 2 and one line that says why."""
+    """Missing, empty, garbage, metrics: exit 2 and one line that says why."""
     path = tmp_path / "input.jsonl"
     if content is not None:
         path.write_text(content)
@@ -146,4 +163,6 @@ def test_jaeger_single_trace_and_bare_list_are_read(capsys, tmp_path, tmp_path_f
         assert code == 0
         (d,) = [json.loads(line) for line in out.splitlines()]
         assert (d["failure_class"], d["details"]["snapshot_id"]) == (
-            "snapshot_not_found", "3c0f7e2a-9d41-4b6e-8f0a-6c2b1d9e4a70")
+            "snapshot_not_found",
+            "3c0f7e2a-9d41-4b6e-8f0a-6c2b1d9e4a70",
+        )

@@ -11,14 +11,17 @@ import pytest
 
 from tests.conftest import require
 from tests.support import png
-from tests.support.demo_run import DemoRun, demo_run
+from tests.support.demo_run import PROJECT, DemoRun, demo_run
 from voltrace.cli import main
-from voltrace.waterfall import ERROR_CSS
+from voltrace.explain.html import ERROR_CSS
 
 NOVA_BLUE, CINDER_PURPLE = "#4e79a7", "#9c6ade"
 # Anything that would make a browser fetch something.
-EXTERNAL = re.compile(r"<(script|link|img|iframe|object|embed|audio|video|source)\b|"
-                      r"\bsrc\s*=|url\(|@import|@font-face", re.IGNORECASE)
+EXTERNAL = re.compile(
+    r"<(script|link|img|iframe|object|embed|audio|video|source)\b|"
+    r"\bsrc\s*=|url\(|@import|@font-face",
+    re.IGNORECASE,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +35,17 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
 def report(run: DemoRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """explain --html for the over-quota create: both services, one failing stage."""
     path = tmp_path_factory.mktemp("html") / "over-quota.html"
-    code = main(["explain", str(run.out / "traces.jsonl"), "--request-id",
-                 run.request_id("over-quota"), "--html", str(path), "--json"])
+    code = main(
+        [
+            "explain",
+            str(run.out / "traces.jsonl"),
+            "--request-id",
+            run.request_id("over-quota"),
+            "--html",
+            str(path),
+            "--json",
+        ]
+    )
     assert code == 0
     return path
 
@@ -55,7 +67,7 @@ def test_html_holds_the_diagnosis_and_every_span(report, run):
     """The page names the failure, the next step, and has a row per span of the trace."""
     text = report.read_text()
     assert "over_quota at call_cinder" in text
-    assert "openstack quota show --volume demo-project" in text
+    assert f"openstack quota show --volume {PROJECT}" in text
     assert run.request_id("over-quota") in text
     assert text.count('<div class="track"') == 11  # server, pipeline, 5 stages, client, 3 cinder
     assert text.count('class="name error failed"') == 1
@@ -72,15 +84,28 @@ def chromium_screenshot(page: Path, target: Path, size: str = "900,700") -> None
     require(browser is not None, "Debian's chromium is needed to open the HTML report")
     assert browser is not None
     isolate: list[str] = []
-    if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"],
-                                                  capture_output=True).returncode == 0:
+    if (
+        shutil.which("unshare")
+        and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+    ):
         isolate = ["unshare", "-n"]
     subprocess.run(
-        [*isolate, browser, "--headless", "--no-sandbox", "--disable-gpu",
-         "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",
-         f"--user-data-dir={target.parent / 'chromium-profile'}",
-         f"--window-size={size}", f"--screenshot={target}", page.as_uri()],
-        capture_output=True, timeout=90, check=True,
+        [
+            *isolate,
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--proxy-server=127.0.0.1:9",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            f"--user-data-dir={target.parent / 'chromium-profile'}",
+            f"--window-size={size}",
+            f"--screenshot={target}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        timeout=90,
+        check=True,
     )
 
 
@@ -88,7 +113,7 @@ def test_headless_chromium_draws_the_waterfall_offline(report, tmp_path):
     """Offline Chromium renders bars in both services' colours and the failing one in red."""
     shot = tmp_path / "report.png"
     chromium_screenshot(report, shot)
-    image = png.decode(shot.read_bytes())
+    image = png.Screenshot(shot)
     assert (image.width, image.height) == (900, 700)
     # The waterfall starts with the server span's bar, across the whole track; the
     # legend and the red status badge sit above it, so look only below.

@@ -27,7 +27,8 @@ from voltrace.load import LoadError, parse_duration, parse_mix
 
 REPO = Path(__file__).resolve().parents[1]
 MIX = {"success": 4, "schema_invalid": 1, "policy_denied": 1, "over_quota": 1,
-       "snapshot_not_found": 1, "microversion_not_found": 1, "unauthenticated": 1}
+       "snapshot_not_found": 1, "microversion_not_found": 1, "unauthenticated": 1,
+       "cinder_not_found": 1}
 
 
 def voltrace(*args: str) -> list[str]:
@@ -61,6 +62,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             for port, process in ((sim_port, processes[0]), (serve_port, processes[1]),
                                   (metrics_port, processes[1])):
                 wait_for_port(port, process)
+            # Scraped before the load starts, so the load's counts show up as increases.
+            poll(lambda: prometheus.query(f'up{{job="{JOB}"}} == 1'), 60,
+                 "Prometheus to scrape voltrace serve")
             yield Stack(f"http://127.0.0.1:{serve_port}", prometheus)
     finally:
         for process in processes:
@@ -73,7 +77,7 @@ def load_run(stack: Stack) -> subprocess.CompletedProcess[str]:
     """One `voltrace load` run with every scenario in the mix."""
     mix = ",".join(f"{name}={weight}" for name, weight in MIX.items())
     return subprocess.run(
-        voltrace("load", "--url", stack.url, "--rate", "40", "--duration", "4s",
+        voltrace("load", "--url", stack.url, "--rate", "40", "--duration", "6s",
                  "--mix", mix, "--concurrency", "4", "--seed", "7"),
         cwd=REPO, capture_output=True, text=True, timeout=120)
 
@@ -105,9 +109,8 @@ def test_prometheus_sees_the_load_and_every_dashboard_query_answers(
     classes = {r["metric"]["failure_class"] for r in stack.prometheus.query(
         f'sum by (failure_class) (voltrace_creates_total{{job="{JOB}"}})')}
     assert {"none", "schema_invalid", "policy_denied", "over_quota", "snapshot_not_found",
-            "microversion_not_found", "unauthenticated"} <= classes
-    # Rates need two samples: wait one more scrape, then every panel must answer.
-    time.sleep(0)  # the poll below is the synchronisation
+            "microversion_not_found", "unauthenticated", "cinder_not_found"} <= classes
+    # Rates need two samples: the poll below waits for them.
     empty: list[str] = []
 
     def all_panels_answer() -> bool:
@@ -120,7 +123,10 @@ def test_prometheus_sees_the_load_and_every_dashboard_query_answers(
                 empty.append(title)
         return not empty
 
-    poll(all_panels_answer, 60, f"every driven dashboard panel to answer (empty: {empty})")
+    try:
+        poll(all_panels_answer, 60, "every driven dashboard panel to answer")
+    except TimeoutError:
+        raise AssertionError(f"dashboard panels with no data: {empty}") from None
 
 
 def test_mix_and_duration_errors_are_one_line() -> None:

@@ -116,6 +116,10 @@ USER_ID = "openstack.user_id"
 VOLUME_ID = "voltrace.volume.id"
 CINDER_REQUEST_ID = "cinder.request_id"
 CINDER_CONNECT_RETRIES = "cinder.connect_retries"
+# Decisions and fault details stages report (span attributes via decision_attribute).
+SCHEMA_FIELD = "schema.field"  # the field Nova's schema message names
+SIZE_SOURCE = "size.source"  # request | snapshot | none
+CINDER_QUOTA_RESOURCE = "cinder.quota.resource"  # volumes, gigabytes, ... from Cinder's 413
 # What the request was: "create" for POST os-volumes, else "other" (probes,
 # version documents, unknown routes); explain and the metrics count only creates.
 REQUEST_KIND = "voltrace.request.kind"

@@ -29,10 +29,13 @@ EXPECTED: dict[str, tuple[int, str | None, str | None]] = {
     "cinder-500": (500, "call_cinder", "cinder_server_error"),
     "cinder-slow": (200, None, None),
     "cinder-unreachable": (500, "call_cinder", "cinder_unreachable"),
+    "cinder-hung": (500, "call_cinder", "cinder_unreachable"),
     "unknown-volume-type": (500, "call_cinder", "cinder_not_found"),
     "size-from-snapshot": (200, None, None),
 }
 FAILURES = {name for name, (status, _, _) in EXPECTED.items() if status >= 400}
+# The demo's project: hex, as keystone makes project ids (cinder routes no other).
+PROJECT = "de30de30de30de30de30de30de30de30"
 
 
 @dataclass
@@ -53,7 +56,7 @@ class DemoRun:
         """The part of stdout between this scenario's progress line and the next blank line."""
         start = self.stdout.index(f"] {scenario}: ")
         end = self.stdout.find("\n\n", start)
-        return self.stdout[start:end if end >= 0 else None]
+        return self.stdout[start : end if end >= 0 else None]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -64,11 +67,15 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_demo(out: Path, *args: str, env: dict[str, str] | None = None,
-             timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_demo(
+    out: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "voltrace", "demo", "--out", str(out), *args],
-        capture_output=True, text=True, timeout=timeout, env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or clean_env(),
     )
 
 
@@ -76,7 +83,7 @@ _RUN: DemoRun | None = None
 
 
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
-    """The full demo, run once per session (about 3 s)."""
+    """The full demo, run once per session (about 5 s)."""
     global _RUN
     if _RUN is None:
         out = tmp_path_factory.mktemp("demo") / "voltrace-demo"

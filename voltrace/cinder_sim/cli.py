@@ -295,18 +295,11 @@ def run_cli(
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m voltrace.cinder_sim``: the simulator with voltrace's telemetry options."""
-    import voltrace.cinder_sim
-    from voltrace.cli import add_telemetry_arguments, telemetry_config
+def run_command(args: argparse.Namespace) -> int:
+    """``voltrace cinder-sim``: the simulator with voltrace's telemetry, flushed on the way out."""
+    from voltrace.cli_options import telemetry_config
     from voltrace.telemetry import Telemetry
 
-    parser = argparse.ArgumentParser(
-        prog="cinder-sim", description=(voltrace.cinder_sim.__doc__ or "").partition("\n")[0]
-    )
-    add_cli_arguments(parser)
-    add_telemetry_arguments(parser)
-    args = parser.parse_args(argv)
     # The simulator makes no outgoing HTTP calls: nothing for the requests instrumentation.
     config = dataclasses.replace(telemetry_config(args, "cinder-api"), instrument_requests=False)
     telemetry = Telemetry.create(config)
@@ -314,3 +307,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_cli(args, telemetry=telemetry)
     finally:
         telemetry.shutdown()
+
+
+def add_command_arguments(parser: argparse.ArgumentParser) -> None:
+    """The simulator's options plus the telemetry options shared with serve."""
+    from voltrace.cli_options import add_telemetry_arguments
+
+    add_cli_arguments(parser)
+    add_telemetry_arguments(parser)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m voltrace.cinder_sim``: the same as ``voltrace cinder-sim``."""
+    import voltrace.cinder_sim
+
+    parser = argparse.ArgumentParser(
+        prog="cinder-sim", description=(voltrace.cinder_sim.__doc__ or "").partition("\n")[0]
+    )
+    add_command_arguments(parser)
+    return run_command(parser.parse_args(argv))

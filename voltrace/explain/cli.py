@@ -1,0 +1,333 @@
+"""``voltrace explain``: its options, and the run from files to what is printed.
+
+Exit status: 0 when creates were shown, 1 when none matched (or the input holds no
+create), 2 when the input cannot be read at all or the options are wrong. Lines that
+cannot be read are skipped and reported on stderr; they never change the status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from voltrace.explain.from_logs import LogFileError, LogReader
+from voltrace.explain.from_trace import TraceDiagnoser
+from voltrace.explain.model import Diagnosis
+from voltrace.explain.render import format_text
+from voltrace.explain.select import Selection
+from voltrace.explain.summary import Summary
+from voltrace.terminal import Terminal, add_color_argument, escape, quiet_when_stdout_closes
+from voltrace.traces.files import (
+    LONG_LINE_CHARS,
+    TraceFileError,
+    TraceReader,
+    is_log_line,
+    loads,
+    trace_files,
+)
+
+JAEGER_URL_ENV = "VOLTRACE_JAEGER_URL"
+MAX_WARNINGS = 50  # printed; the rest are counted
+
+DESCRIPTION = (
+    "Diagnose volume creates from trace files (OTLP JSON lines: voltrace's --traces-file, "
+    "an OpenTelemetry Collector's file exporter; Jaeger JSON), voltrace's JSON logs, or "
+    "directories of them. Each create gets its outcome, the failed stage and why, where "
+    "its time went, a waterfall and the next step. Exit status: 0 creates shown, 1 none "
+    "matched, 2 unreadable input."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="trace files, log files or directories of them (*.json, "
+        "*.jsonl); each file's kind is recognised from its lines",
+    )
+    parser.add_argument(
+        "--logs",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="voltrace's JSON logs: diagnose from them alone, or fill in "
+        "creates whose trace is missing (repeatable)",
+    )
+    pick = parser.add_argument_group("which creates (default: all)")
+    pick.add_argument(
+        "--trace-id",
+        metavar="ID",
+        action="append",
+        default=[],
+        help="a trace id, or a prefix of 8+ digits (repeatable)",
+    )
+    pick.add_argument(
+        "--request-id",
+        metavar="REQ",
+        action="append",
+        default=[],
+        help="the req-... id from a log line or an error answer: nova's, the "
+        "global one, or Cinder's (repeatable)",
+    )
+    pick.add_argument("--failed", action="store_true", help="only creates that failed")
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--summary",
+        action="store_true",
+        help="one summary of all the creates chosen: counts by outcome, failed "
+        "stage and class, p50/p95/p99 per stage, the slowest",
+    )
+    out.add_argument(
+        "--slowest",
+        metavar="N",
+        type=_count,
+        default=5,
+        help="how many of the slowest creates --summary lists (default 5)",
+    )
+    out.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON: one object per create, a line each (with --summary, one object)",
+    )
+    out.add_argument("--html", metavar="OUT", help="also write a self-contained HTML report")
+    out.add_argument(
+        "--no-waterfall",
+        dest="waterfall",
+        action="store_false",
+        help="leave the terminal waterfall out of the text",
+    )
+    out.add_argument(
+        "--jaeger-url",
+        metavar="URL",
+        default=os.environ.get(JAEGER_URL_ENV),
+        help="a Jaeger UI (e.g. http://localhost:16686): link each create's "
+        f"trace in the text, JSON and HTML (env {JAEGER_URL_ENV})",
+    )
+    add_color_argument(out)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def jaeger_link(base: str | None, trace_id: str | None) -> str | None:
+    """The trace's page in a Jaeger UI."""
+    if not base or not trace_id:
+        return None
+    return f"{base.rstrip('/')}/trace/{trace_id}"
+
+
+def _valid_jaeger_url(url: str | None) -> str | None:
+    if url and not url.startswith(("http://", "https://")):
+        return f"--jaeger-url {url!r} must start with http:// or https://"
+    return None
+
+
+@dataclass
+class Inputs:
+    """The files to read, by kind."""
+
+    traces: list[Path] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+    found_in_directories: set[Path] = field(default_factory=set)
+    problems: list[str] = field(default_factory=list)
+
+
+def classify(paths: Sequence[str]) -> Inputs:
+    """Trace files and log files among ``paths`` (directories walked), and problems."""
+    inputs = Inputs()
+    traces, logs, problems = inputs.traces, inputs.logs, inputs.problems
+    for name in paths:
+        found_in_dir = Path(name).is_dir()
+        files = trace_files([name])
+        if found_in_dir and not files:
+            problems.append(f"{name}: no *.json or *.jsonl file in it")
+        for path in files:
+            kind = sniff(path)
+            if found_in_dir:
+                inputs.found_in_directories.add(path)
+            if kind == "logs":
+                logs.append(path)
+            elif kind == "traces" or not found_in_dir:
+                traces.append(path)  # the trace reader says what is wrong with it
+    return inputs
+
+
+def sniff(path: Path) -> str:
+    """ "logs", "traces", or "other" (JSON that is neither), from the first line."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            line = ""
+            while not line.strip():
+                line = handle.readline(LONG_LINE_CHARS)
+                if not line:
+                    return "traces"  # empty: the trace reader reports it
+    except OSError:
+        return "traces"
+    try:
+        first = loads(line)
+    except ValueError:
+        return "traces"
+    if is_log_line(first):
+        return "logs"
+    if isinstance(first, dict) and (
+        "resourceSpans" in first or "data" in first or "spans" in first
+    ):
+        return "traces"
+    if isinstance(first, list) and first and isinstance(first[0], dict) and "spans" in first[0]:
+        return "traces"
+    return "other"
+
+
+class _Run:
+    """One explain run: read, diagnose, choose, keep what the output needs."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.selection = Selection(args.trace_id, args.request_id, args.failed)
+        self.summary = Summary(slowest_n=args.slowest) if args.summary else None
+        self.keep_rows = not args.summary and (
+            bool(args.html) or (not args.json and args.waterfall)
+        )
+        self.chosen: list[Diagnosis] = []
+        self.total = 0  # creates read, chosen or not
+        self.shown = 0  # creates chosen
+        self.problems: list[str] = []
+        self.other_requests = 0
+
+    def take(self, d: Diagnosis) -> None:
+        self.total += 1
+        d.link = jaeger_link(self.args.jaeger_url, d.trace_id)
+        if not self.selection.matches(d):
+            return
+        self.shown += 1
+        if self.summary is not None:
+            self.summary.add(d)
+        else:
+            self.chosen.append(d)
+
+    def read(self, inputs: Inputs) -> None:
+        trace_paths, log_paths = inputs.traces, inputs.logs
+        seen: set[str | None] = set()
+        if trace_paths:
+            reader = TraceReader(trace_paths, quiet=inputs.found_in_directories)
+            diagnoser = TraceDiagnoser(waterfall=self.keep_rows)
+            try:
+                for trace in reader.traces():
+                    for d in diagnoser.diagnose(trace):
+                        seen.add(d.request_id)
+                        self.take(d)
+            finally:
+                self.problems.extend(reader.problems)
+                self.problems.extend(diagnoser.problems)
+                self.other_requests += diagnoser.other_requests
+        if log_paths:
+            logs = LogReader(log_paths, waterfall=self.keep_rows)
+            try:
+                for d in logs.diagnoses():
+                    if trace_paths and d.request_id in seen:
+                        continue
+                    if trace_paths:
+                        d.notes.append(
+                            "no trace of this request in the trace files; diagnosed from the logs"
+                        )
+                    self.take(d)
+            finally:
+                self.problems.extend(logs.problems)
+                self.other_requests += logs.other_requests
+
+
+@quiet_when_stdout_closes
+def run(args: argparse.Namespace) -> int:
+    """``voltrace explain`` (exit status in the module docstring)."""
+    bad_url = _valid_jaeger_url(args.jaeger_url)
+    if bad_url:
+        return _fail(bad_url)
+    if not args.paths and not args.logs:
+        return _fail("give trace files, log files or directories (PATH), --logs FILE, or both")
+    inputs = classify(args.paths)
+    inputs.logs += [Path(p) for p in args.logs]
+    state = _Run(args)
+    state.problems.extend(inputs.problems)
+    try:
+        state.read(inputs)
+    except (TraceFileError, LogFileError) as exc:
+        _warn_all(state.problems)
+        return _fail(str(exc))
+    _warn_all(state.problems)
+    if state.other_requests:
+        _warn(
+            f"{state.other_requests} other request(s) (probes, version documents, other "
+            "routes) are not volume creates: not counted"
+        )
+    source = " ".join([*args.paths, *args.logs])
+    if not state.shown:
+        if state.total == 0:
+            print(f"voltrace explain: no volume create in {escape(source)}", file=sys.stderr)
+        else:
+            print(
+                f"voltrace explain: none of the {state.total} create(s) in {escape(source)} "
+                f"matches {escape(state.selection.describe())}",
+                file=sys.stderr,
+            )
+        return 1
+    term = Terminal.for_stream(sys.stdout, args.color)
+    if state.summary is not None:
+        if args.json:
+            print(json.dumps(state.summary.to_json(), separators=(",", ":")))
+        else:
+            print("\n".join(state.summary.render(term)))
+        return 0
+    chosen = sorted(state.chosen, key=lambda d: d.started_ns)
+    if args.json:
+        for d in chosen:
+            print(json.dumps(d.to_json(), separators=(",", ":")))
+    else:
+        print("\n\n".join(format_text(d, term, waterfall=args.waterfall) for d in chosen))
+        failed = sum(d.failed for d in chosen)
+        print(f"\n{len(chosen)} create(s), {failed} failed, of {state.total} in the input.")
+    if args.html:
+        from voltrace.explain.html import write_html
+
+        try:
+            write_html(args.html, chosen, title=f"voltrace explain {source}")
+        except OSError as exc:
+            return _fail(f"cannot write {args.html}: {exc.strerror or exc}")
+        print(f"voltrace explain: wrote {escape(args.html)}", file=sys.stderr)
+    return 0
+
+
+def _warn(text: str) -> None:
+    print(f"voltrace explain: warning: {escape(text)}", file=sys.stderr)
+
+
+def _warn_all(problems: list[str]) -> None:
+    for problem in problems[:MAX_WARNINGS]:
+        _warn(problem)
+    if len(problems) > MAX_WARNINGS:
+        _warn(f"... and {len(problems) - MAX_WARNINGS} more problem(s) like these")
+
+
+def _fail(message: str) -> int:
+    print(f"voltrace explain: {escape(message)}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m voltrace.explain``: the same as ``voltrace explain``."""
+    parser = argparse.ArgumentParser(prog="voltrace explain")
+    add_arguments(parser)
+    return int(run(parser.parse_args(argv)))
