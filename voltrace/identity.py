@@ -35,6 +35,16 @@ class NovaRequestContext(oslo_context.RequestContext):
     """nova/context.py:RequestContext, the parts this endpoint uses."""
 
     def __init__(self, *args: Any, service_catalog: list | None = None, **kwargs: Any) -> None:
+        # nova keeps an id only if it is truthy: an empty X-User-Id is no user (401), an
+        # empty X-Project-Id no project (None in its messages).
+        for key in ("user_id", "project_id"):
+            if not kwargs.get(key):
+                kwargs.pop(key, None)
+        if kwargs.get("is_admin") is None:
+            # nova: policy.check_is_admin, i.e. context_is_admin = role:admin (oslo.policy
+            # compares roles case-insensitively).
+            kwargs["is_admin"] = any(str(role).lower() == "admin"
+                                     for role in kwargs.get("roles") or [])
         super().__init__(*args, **kwargs)
         self.service_catalog = filter_catalog(service_catalog)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import microversion_parse
 
@@ -46,7 +46,8 @@ def parse_version_string(text: str) -> APIVersion:
 def requested_version(headers: Mapping[str, str]) -> APIVersion:
     """nova/api/openstack/wsgi.py:Request.set_api_version_request (the parse half)."""
     text = microversion_parse.get_version(
-        headers, service_type="compute", legacy_headers=[LEGACY_API_VERSION_HEADER]
+        cast(Any, headers),  # any case-insensitive mapping of header names
+        service_type="compute", legacy_headers=[LEGACY_API_VERSION_HEADER],
     )
     if text is None:
         return MIN_API_VERSION

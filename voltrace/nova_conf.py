@@ -9,9 +9,9 @@ defaults and types::
                        insecure, timeout), registered by keystoneauth1 itself
     [oslo_policy]      policy_file (and the rest of oslo.policy's options)
     [oslo_middleware]  max_request_body_size, enable_proxy_headers_parsing
-    [api]              compute_link_prefix (links in the version documents)
 
-Everything else in the file (database, messaging, other services) is ignored,
+Everything else in the file (database, messaging, other services, ``[api]``, whose
+options do not change this endpoint's answers) is ignored,
 as it has nothing to do with proxying a volume create. Command-line flags win
 over the file.
 """
@@ -40,13 +40,6 @@ CINDER_OPTS = [
                help="number of times to retry a refused connection to Cinder"),
 ]
 
-# nova/conf/api.py
-API_OPTS = [
-    cfg.StrOpt("compute_link_prefix",
-               help="base URL in the links of the version documents (behind a proxy)"),
-]
-
-
 @dataclass(frozen=True)
 class NovaConf:
     """What nova.conf says about this endpoint."""
@@ -55,7 +48,6 @@ class NovaConf:
     policy_file: str | None
     max_request_body_size: int
     enable_proxy_headers_parsing: bool
-    compute_link_prefix: str | None
 
 
 class NovaConfError(ValueError):
@@ -69,7 +61,6 @@ def load(path: str) -> NovaConf:
     conf = cfg.ConfigOpts()
     conf.register_opts(CINDER_OPTS, group="cinder")
     ks_loading.register_session_conf_options(conf, "cinder")
-    conf.register_opts(API_OPTS, group="api")
     conf.register_opts(sizelimit.OPTS, group="oslo_middleware")
     conf.register_opts(http_proxy_to_wsgi.OPTS, group="oslo_middleware")
     for group, options in policy_opts.list_opts():
@@ -109,5 +100,4 @@ def _read(conf: cfg.ConfigOpts, path: str) -> NovaConf:
         policy_file=policy_file,
         max_request_body_size=conf.oslo_middleware.max_request_body_size,
         enable_proxy_headers_parsing=conf.oslo_middleware.enable_proxy_headers_parsing,
-        compute_link_prefix=conf.api.compute_link_prefix,
     )

@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 import jsonschema.exceptions
 
-from voltrace.errors import NovaFault
+from voltrace.errors import NovaException, NovaFault
 
 CREATE: dict[str, Any] = {
     "type": "object",
@@ -78,6 +78,15 @@ _NovaValidator = jsonschema.validators.extend(
 )
 
 
+class SchemaValidationError(NovaException):
+    """nova/exception.py:ValidationError, what nova's _SchemaValidator raises: its text is
+    the message the client gets (cheap and safe to print, unlike jsonschema's own error,
+    whose str() pretty-prints the whole instance however deep it is)."""
+
+    msg_fmt = "%(detail)s"
+    nova_class = "nova.exception.ValidationError"
+
+
 class BodyValidator:
     """nova/api/validation/validators.py:_SchemaValidator.validate."""
 
@@ -86,9 +95,14 @@ class BodyValidator:
 
     def validate(self, body: Any) -> None:
         try:
-            error = jsonschema.exceptions.best_match(self._validator.iter_errors(body))
+            # jsonschema's Validator.validate (what nova calls) raises the first error
+            # iter_errors yields and looks no further: not best_match. Stopping there is
+            # also what keeps size=inf a type error (minimum would int() it).
+            error = next(iter(self._validator.iter_errors(body)), None)
         except TypeError as exc:
-            raise NovaFault(400, str(exc), "schema_invalid", cause=exc) from exc
+            raise NovaFault(
+                400, str(exc), "schema_invalid", cause=SchemaValidationError(detail=str(exc))
+            ) from exc
         if error is None:
             return
         if len(error.path) > 0:
@@ -98,4 +112,6 @@ class BodyValidator:
             )
         else:
             detail = error.message
-        raise NovaFault(400, detail, "schema_invalid", cause=error)
+        cause = SchemaValidationError(detail=detail)
+        cause.__cause__ = error
+        raise NovaFault(400, detail, "schema_invalid", cause=cause)

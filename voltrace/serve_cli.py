@@ -31,7 +31,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config-file",
         metavar="NOVA_CONF",
-        help="read [cinder], [oslo_policy], [oslo_middleware] and [api] from "
+        help="read [cinder], [oslo_policy] and [oslo_middleware] from "
         "nova.conf, as nova-api does; flags given here win",
     )
     parser.add_argument(
@@ -149,6 +149,9 @@ def run_cli(args: argparse.Namespace) -> int:
     )
     if conf is not None:
         config.max_request_body_size = conf.max_request_body_size
+        config.enable_proxy_headers_parsing = conf.enable_proxy_headers_parsing
+    if args.enable_proxy_headers_parsing:
+        config.enable_proxy_headers_parsing = True
     hmac_key = args.osprofiler_hmac_key
     if args.osprofiler_hmac_key_file:
         with open(args.osprofiler_hmac_key_file, encoding="utf-8") as handle:

@@ -43,6 +43,9 @@ class ServeConfig:
     workers: int = 1
     threads: int = 16
     max_request_body_size: int = MAX_REQUEST_BODY_SIZE
+    # [oslo_middleware] enable_proxy_headers_parsing: off, as in nova, so X-Forwarded-Proto
+    # and Forwarded never change the URLs voltrace answers with unless a proxy is trusted.
+    enable_proxy_headers_parsing: bool = False
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
 
@@ -53,10 +56,83 @@ def build_service(config: ServeConfig, telemetry: Telemetry | None = None) -> An
         volume_api=VolumeAPI(config.cinder),
         size_from_snapshot=config.size_from_snapshot,
     )
-    observed = telemetry is not None and (telemetry.enabled or telemetry.config.logs_enabled)
-    pipeline = Pipeline(services, observer=telemetry.observer if observed else None)
-    app = build_app(pipeline, config.max_request_body_size)
-    return telemetry.instrument_wsgi(app) if observed else app
+    if telemetry is not None and not (telemetry.enabled or telemetry.config.logs_enabled):
+        telemetry = None  # nothing to observe with: the bare app
+    pipeline = Pipeline(services, observer=telemetry.observer if telemetry else None)
+    app = build_app(pipeline, config.max_request_body_size,
+                    enable_proxy_headers_parsing=config.enable_proxy_headers_parsing)
+    return telemetry.instrument_wsgi(app) if telemetry else app
+
+
+def _nova_like_cheroot() -> Any:
+    """cheroot's connection class, reading requests as nova-api's reference server does.
+
+    The reference is the threaded wsgiref server real_nova hosts nova 34 on: a repeated
+    Content-Type (or Content-Length) keeps its *first* value and other repeated headers are
+    joined with ","; a request target starting with "//" is a path (nova's URL map folds the
+    slashes), not an absolute URI for cheroot to refuse.
+    """
+    from cheroot import server as cheroot_server
+
+    first_wins = {b"Content-Type", b"Content-Length"}
+
+    class HeaderReader(cheroot_server.HeaderReader):
+        def __call__(self, rfile: Any, hdict: dict | None = None) -> dict:
+            hdict = {} if hdict is None else hdict
+            name = None
+            while True:
+                line = rfile.readline()
+                if not line:
+                    raise ValueError("Illegal end of headers.")
+                if line == b"\r\n":
+                    return hdict
+                if not line.endswith(b"\r\n"):
+                    raise ValueError("HTTP requires CRLF terminators")
+                if line[:1] in (b" ", b"\t"):  # a continuation of the previous header
+                    if name is None:
+                        raise ValueError("Illegal header line.")
+                    hdict[name] = hdict[name] + b" " + line.strip()
+                    continue
+                key, colon, value = line.partition(b":")
+                if not colon:
+                    raise ValueError("Illegal header line.")
+                name, value = key.strip().title(), value.strip()
+                if name not in hdict:
+                    hdict[name] = value
+                elif name not in first_wins:
+                    hdict[name] = hdict[name] + b"," + value
+
+    class FoldLeadingSlashes:
+        """The request line's "//path" as "/path"; everything else read as is."""
+
+        def __init__(self, rfile: Any) -> None:
+            self._rfile = rfile
+
+        def readline(self, *args: Any) -> bytes:
+            line: bytes = self._rfile.readline(*args)
+            method, space, rest = line.partition(b" ")
+            if space and rest.startswith(b"//"):
+                line = method + b" /" + rest.lstrip(b"/")
+            return line
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._rfile, name)
+
+    class Request(cheroot_server.HTTPRequest):
+        header_reader = HeaderReader()
+
+        def read_request_line(self) -> Any:
+            rfile = self.rfile
+            self.rfile = FoldLeadingSlashes(rfile)
+            try:
+                return super().read_request_line()
+            finally:
+                self.rfile = rfile
+
+    class Connection(cheroot_server.HTTPConnection):
+        RequestHandlerClass = Request
+
+    return Connection
 
 
 class EmbeddedServer:
@@ -67,6 +143,7 @@ class EmbeddedServer:
 
         self._server = wsgi.Server((host, port), app, numthreads=threads,
                                    server_name="voltrace")
+        self._server.ConnectionClass = _nova_like_cheroot()
         self._thread: threading.Thread | None = None
 
     def start(self) -> EmbeddedServer:
@@ -146,8 +223,47 @@ def telemetry_off(config: TelemetryConfig) -> bool:
     return sdk_disabled() and not config.logs_enabled
 
 
+def _nova_like_gunicorn() -> None:
+    """Make gunicorn read requests as nova-api's reference server does (see
+    ``_nova_like_cheroot``), and never promise keep-alive on a connection it closes.
+
+    * gunicorn refuses a repeated Content-Type (RFC 9110 §5.3) with a bare text/html 400;
+      nova takes the first one. Accept it, and hand the app the first value.
+    * A 413 leaves the body unread, so gunicorn closes the connection after answering,
+      yet its header said ``Connection: keep-alive``: say ``close``.
+    """
+    from gunicorn.http import message
+    from gunicorn.http import wsgi as gunicorn_wsgi
+
+    if getattr(gunicorn_wsgi.create, "voltrace_patched", False):
+        return
+    message.RFC9110_5_3_SINGLETON_FIELDS = frozenset(
+        name for name in message.RFC9110_5_3_SINGLETON_FIELDS if name != "CONTENT-TYPE")
+    original_create = gunicorn_wsgi.create
+
+    def create(req: Any, *args: Any, **kwargs: Any) -> Any:
+        resp, environ = original_create(req, *args, **kwargs)
+        first = next((value for name, value in req.headers if name == "CONTENT-TYPE"), None)
+        if first is not None:
+            environ["CONTENT_TYPE"] = first
+        start_response = resp.start_response
+
+        def closing_start_response(status: str, *more: Any, **kw: Any) -> Any:
+            if status[:3] == "413":
+                resp.force_close()
+            return start_response(status, *more, **kw)
+
+        resp.start_response = closing_start_response
+        return resp, environ
+
+    create.voltrace_patched = True  # type: ignore[attr-defined]
+    gunicorn_wsgi.create = create
+
+
 def _gunicorn_application(config: ServeConfig) -> Any:
     from gunicorn.app.base import BaseApplication
+
+    _nova_like_gunicorn()
 
     class VoltraceApplication(BaseApplication):
         def load_config(self) -> None:
@@ -165,6 +281,10 @@ def _gunicorn_application(config: ServeConfig) -> Any:
                 "worker_exit": _worker_exit,
                 "loglevel": "warning",
                 "proc_name": "voltrace",
+                # X-Forwarded-Proto & co. are oslo's http_proxy_to_wsgi's business
+                # (enable_proxy_headers_parsing), never gunicorn's: nova trusts no proxy.
+                "secure_scheme_headers": {},
+                "forwarded_allow_ips": "",
             }
             if os.path.isdir("/dev/shm"):
                 # The worker heartbeat file: on tmpfs, never stalled by a slow disk.

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import webob.exc
 from cinderclient import exceptions as cinder_exception
 from keystoneauth1 import exceptions as keystone_exception
 
@@ -41,6 +42,17 @@ class Stage:
 # ---------------------------------------------------------------------------
 
 
+@dataclass
+class UncaughtFault(NovaFault):
+    """A failure nova raises outside the controller's handlers, so FaultWrapper answers it:
+    the bare 500 of webob's HTTPInternalServerError, not "Unexpected API Error"."""
+
+    @classmethod
+    def of(cls, exc: BaseException) -> UncaughtFault:
+        return cls(500, webob.exc.HTTPInternalServerError.explanation, "internal_error",
+                   cause=exc)
+
+
 def parse(state: CreateState) -> StageReport:
     """Nova's order: microversion, Content-Type, JSON, URL project, the 2.35 cap, the schema."""
     request = state.request
@@ -51,13 +63,22 @@ def parse(state: CreateState) -> StageReport:
     if content_type is not None and content_type not in SUPPORTED_CONTENT_TYPES:
         raise NovaFault(415, "Unsupported Content-Type", "unsupported_media_type")
 
+    if request.body:
+        # _process_stack logs the body as UTF-8 text before anything parses it, outside
+        # every handler: a body that is not UTF-8 is FaultWrapper's 500.
+        try:
+            request.body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UncaughtFault.of(exc) from exc
     if request.content_length in (0, None):
         state.body = None
     else:
         try:
             state.body = json.loads(request.body.decode("utf-8"))
-        except ValueError as exc:  # UnicodeDecodeError is a ValueError too
+        except ValueError as exc:
             raise NovaFault(400, "Malformed request body", "malformed_body", cause=exc) from exc
+        except RecursionError as exc:  # not a ValueError: it escapes to FaultWrapper
+            raise UncaughtFault.of(exc) from exc
 
     token_project = request.identity.project_id
     if request.path_project_id and request.path_project_id != token_project:
@@ -77,13 +98,14 @@ def parse(state: CreateState) -> StageReport:
 
 
 def _content_type(headers: Any) -> str | None:
-    """nova/api/openstack/wsgi.py:Request.get_content_type: text/plain counts as none."""
+    """nova/api/openstack/wsgi.py:Request.get_content_type: webob's split on ';', unstripped
+    (so 'application/json ; charset=utf-8' is unsupported); text/plain counts as none."""
     if "Content-Type" not in headers:
         return None
-    value = headers["Content-Type"].split(";", 1)[0].strip()
+    value = headers["Content-Type"].split(";", 1)[0]
     if not value or value == "text/plain":
         return None
-    return value
+    return str(value)
 
 
 def authorize(state: CreateState) -> StageReport:
@@ -100,6 +122,7 @@ def resolve_snapshot(state: CreateState) -> StageReport:
         return StageReport(skipped="no snapshot_id in the request")
     budget = _cinder_budget(state)
     try:
+        _refuse_admin_without_token(state)
         state.snapshot = state.services.volume_api.get_snapshot(state.request.identity, snapshot_id)
     except errors.SnapshotNotFound as exc:
         raise NovaFault(404, exc.format_message(), "snapshot_not_found", cause=exc,
@@ -108,6 +131,15 @@ def resolve_snapshot(state: CreateState) -> StageReport:
         raise controller_fault(exc, {**budget, "snapshot.id": snapshot_id}) from exc
     return StageReport({**budget, "snapshot.id": snapshot_id,
                         "snapshot.volume_size": state.snapshot["volume_size"]})
+
+
+def _refuse_admin_without_token(state: CreateState) -> None:
+    """nova/volume/cinder.py:_get_auth: an admin context without a token uses the [cinder]
+    auth plugin, and with none configured nova raises cinderclient's Unauthorized before
+    any call ("Unknown auth type: None"), which the controller turns into a 500."""
+    identity = state.request.identity
+    if identity.is_admin and not identity.auth_token:
+        raise cinder_exception.Unauthorized(401, message="Unknown auth type: None")
 
 
 def _cinder_budget(state: CreateState) -> dict[str, Any]:
@@ -135,6 +167,7 @@ def call_cinder(state: CreateState) -> StageReport:
     vol = state.volume_spec
     budget = _cinder_budget(state)
     try:
+        _refuse_admin_without_token(state)
         state.volume = state.services.volume_api.create(
             state.request.identity,
             state.size,
@@ -159,6 +192,7 @@ def call_cinder(state: CreateState) -> StageReport:
 
 def translate(state: CreateState) -> StageReport:
     """Nova's 11-key view of the volume, and Location = the request URL + the id."""
+    assert state.volume is not None  # call_cinder succeeded
     state.response_body = {"volume": translate_volume_detail_view(dict(state.volume))}
     state.location = f"{state.request.url}/{state.volume['id']}"
     return StageReport({"volume.id": state.volume["id"]})
