@@ -73,6 +73,9 @@ def telemetry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Telemetry]:
         service_name="nova-api", use_env_service_name=False,
         traces_file=str(out / "traces.jsonl"), log_file=str(out / "logs.jsonl"),
         log_format="json",
+        # The suite's callers send known traceparents and expect them continued; the
+        # untrusted default is tested in test_secrets.py with its own Telemetry.
+        trust_incoming_trace_context=True,
     ))
     yield nova
     nova.shutdown()

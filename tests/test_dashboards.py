@@ -57,14 +57,23 @@ def lost_keys(original: Any, round_tripped: Any, path: str = "$") -> list[str]:
     if isinstance(original, dict):
         if not isinstance(round_tripped, dict):
             return [f"{path}: became {round_tripped!r}"]
-        return [lost for key, value in original.items()
-                for lost in ([f"{path}.{key}: not in the schema"] if key not in round_tripped
-                             else lost_keys(value, round_tripped[key], f"{path}.{key}"))]
+        return [
+            lost
+            for key, value in original.items()
+            for lost in (
+                [f"{path}.{key}: not in the schema"]
+                if key not in round_tripped
+                else lost_keys(value, round_tripped[key], f"{path}.{key}")
+            )
+        ]
     if isinstance(original, list):
         if not isinstance(round_tripped, list) or len(original) != len(round_tripped):
             return [f"{path}: list changed"]
-        return [lost for i, (a, b) in enumerate(zip(original, round_tripped, strict=True))
-                for lost in lost_keys(a, b, f"{path}[{i}]")]
+        return [
+            lost
+            for i, (a, b) in enumerate(zip(original, round_tripped, strict=True))
+            for lost in lost_keys(a, b, f"{path}[{i}]")
+        ]
     return [] if original == round_tripped else [f"{path}: {original!r} -> {round_tripped!r}"]
 
 
@@ -111,8 +120,11 @@ def type_errors(value: Any, hint: Any, path: str) -> list[str]:
 def model_errors(model: Any, path: str) -> list[str]:
     if not type(model).__module__.startswith("grafana_foundation_sdk."):
         return []
-    return [error for name, hint in typing.get_type_hints(type(model)).items()
-            for error in type_errors(getattr(model, name), hint, f"{path}.{name}")]
+    return [
+        error
+        for name, hint in typing.get_type_hints(type(model)).items()
+        for error in type_errors(getattr(model, name), hint, f"{path}.{name}")
+    ]
 
 
 def test_dashboard_round_trips_through_grafana_11_6_models() -> None:
@@ -165,19 +177,26 @@ def test_dashboard_has_the_panels_the_issue_lists() -> None:
     [by_outcome] = exprs("Creates per second by outcome")
     assert "sum by (outcome) (rate(voltrace_creates_total" in by_outcome
     assert panel("Error ratio")["fieldConfig"]["defaults"]["unit"] == "percentunit"
-    assert all('outcome="server_error"' in e or 'outcome="client_error"' in e
-               for e in exprs("Error ratio"))
+    assert all(
+        'outcome="server_error"' in e or 'outcome="client_error"' in e for e in exprs("Error ratio")
+    )
     for quantile, name in (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99")):
         [stage] = exprs(f"Stage latency {name}")
         assert stage.startswith(f"histogram_quantile({quantile}, sum by (stage, le)")
         assert f"histogram_quantile({quantile}, sum by (stage, le)" in " ".join(
-            exprs("Stage latency per stage (time range)"))
-        assert f"histogram_quantile({quantile}, sum by (http_request_method, http_route, le)" \
+            exprs("Stage latency per stage (time range)")
+        )
+        assert (
+            f"histogram_quantile({quantile}, sum by (http_request_method, http_route, le)"
             in " ".join(exprs("Cinder call latency p50 / p95 / p99"))
+        )
     [failures] = exprs("Which stage fails, by failure class")
     assert "sum by (failed_stage, failure_class, http_status)" in failures
     assert "voltrace_cinder_request_duration_seconds_bucket" in " ".join(
-        exprs("Cinder call latency p50 / p95 / p99"))
+        exprs("Cinder call latency p50 / p95 / p99")
+    )
+    [in_flight] = exprs("Creates in flight per stage")
+    assert in_flight.startswith("sum by (stage) (voltrace_stage_in_flight{")
 
 
 def test_every_query_uses_the_datasource_and_job_variables() -> None:
@@ -191,8 +210,13 @@ def test_every_query_uses_the_datasource_and_job_variables() -> None:
 
 def test_latency_queries_ask_for_exemplars() -> None:
     """The stage, create and Cinder latency panels show exemplars (links to traces)."""
-    for title in ("Stage latency p50", "Stage latency p95", "Stage latency p99",
-                  "Create latency p50 / p95 / p99", "Cinder call latency p50 / p95 / p99"):
+    for title in (
+        "Stage latency p50",
+        "Stage latency p95",
+        "Stage latency p99",
+        "Create latency p50 / p95 / p99",
+        "Cinder call latency p50 / p95 / p99",
+    ):
         assert any(t.get("exemplar") for t in panel(title)["targets"]), title
 
 
@@ -218,8 +242,9 @@ def jaeger_urls() -> list[str]:
     urls = [link["url"] for link in dashboard.get("links", [])]
     for p in panels():
         urls += [link["url"] for link in p.get("links", [])]
-        urls += [link["url"] for link in
-                 p.get("fieldConfig", {}).get("defaults", {}).get("links", [])]
+        urls += [
+            link["url"] for link in p.get("fieldConfig", {}).get("defaults", {}).get("links", [])
+        ]
         content = p.get("options", {}).get("content", "")
         urls += re.findall(r"\]\((\$\{jaeger_url\}[^)]+)\)", content)
     return [url for url in urls if url.startswith("${jaeger_url}/search")]
@@ -227,9 +252,13 @@ def jaeger_urls() -> list[str]:
 
 def expand(url: str, **values: str) -> dict[str, Any]:
     """A Jaeger search URL with Grafana's variables filled in, as query parameters."""
-    defaults = {"jaeger_url": variables()["jaeger_url"]["query"],
-                "service": variables()["service"]["query"], "__from": "1700000000000",
-                "__to": "1700000600000", **values}
+    defaults = {
+        "jaeger_url": variables()["jaeger_url"]["query"],
+        "service": variables()["service"]["query"],
+        "__from": "1700000000000",
+        "__to": "1700000600000",
+        **values,
+    }
     filled = re.sub(r"\$\{([\w.]+)\}", lambda m: defaults[m.group(1)], url)
     parts = urllib.parse.urlsplit(filled)
     query = dict(urllib.parse.parse_qsl(parts.query))
@@ -239,14 +268,18 @@ def expand(url: str, **values: str) -> dict[str, Any]:
 
 def test_jaeger_links_search_failed_creates_in_the_time_range() -> None:
     """Dashboard links open Jaeger's search for voltrace.outcome=server_error, in µs bounds."""
-    searches = [expand(url, **{"__data.fields.failure_class": "over_quota"})
-                for url in jaeger_urls()]
+    searches = [
+        expand(url, **{"__data.fields.failure_class": "over_quota"}) for url in jaeger_urls()
+    ]
     assert searches
     for search in searches:
         assert search["base"] == "http://localhost:16686/search"
         assert search["service"] == "nova-api"
         assert (search["lookback"], search["start"], search["end"]) == (
-            "custom", "1700000000000000", "1700000600000000")
+            "custom",
+            "1700000000000000",
+            "1700000600000000",
+        )
     tags = [search["tags"] for search in searches]
     assert {"voltrace.outcome": "server_error"} in tags
     assert {"voltrace.outcome": "client_error"} in tags
@@ -262,12 +295,18 @@ def test_jaeger_link_tags_are_what_the_server_span_carries(nova: Any, captured: 
     assert nova.create({"size": 1}).status == 500
     span = captured.wait_for(lambda c: c.server_spans() and c.server_spans()[-1])
     assert span.resource.attributes["service.name"] == variables()["service"]["query"]
-    searched = {key: value for url in jaeger_urls()
-                for key, value in expand(url, **{"__data.fields.failure_class":
-                                                 "cinder_server_error"})["tags"].items()
-                if value in ("server_error", "cinder_server_error")}
-    assert searched == {"voltrace.outcome": "server_error",
-                        "voltrace.failure_class": "cinder_server_error"}
+    searched = {
+        key: value
+        for url in jaeger_urls()
+        for key, value in expand(url, **{"__data.fields.failure_class": "cinder_server_error"})[
+            "tags"
+        ].items()
+        if value in ("server_error", "cinder_server_error")
+    }
+    assert searched == {
+        "voltrace.outcome": "server_error",
+        "voltrace.failure_class": "cinder_server_error",
+    }
     for key, value in searched.items():
         assert span.attributes[key] == value
 
@@ -276,18 +315,23 @@ def test_jaeger_link_tags_are_what_the_server_span_carries(nova: Any, captured: 
 
 
 def alert_rules() -> list[dict]:
-    return [r for g in yaml.safe_load((DASHBOARDS / "alerts.yml").read_text())["groups"]
-            for r in g["rules"]]
+    return [
+        r
+        for g in yaml.safe_load((DASHBOARDS / "alerts.yml").read_text())["groups"]
+        for r in g["rules"]
+    ]
 
 
 def test_alert_rules_cover_the_issue_and_carry_summary_and_runbook() -> None:
-    """Failure ratio, stage p95, Cinder unreachable/5xx, over quota: each with its runbook."""
+    """Failure ratio, stage p95, Cinder unreachable/5xx, over quota, creates piling up in a
+    stage: each with its runbook."""
     rules = {r["alert"]: r for r in alert_rules()}
-    assert "outcome=\"server_error\"" in rules["VoltraceCreateFailureRatioHigh"]["expr"]
+    assert 'outcome="server_error"' in rules["VoltraceCreateFailureRatioHigh"]["expr"]
     assert "histogram_quantile(0.95" in rules["VoltraceStageLatencyHigh"]["expr"]
     assert "cinder_unreachable" in rules["VoltraceCinderUnreachable"]["expr"]
     assert '"5.."' in rules["VoltraceCinderServerErrors"]["expr"]
     assert "over_quota" in rules["VoltraceOverQuotaSpike"]["expr"]
+    assert "voltrace_stage_in_flight" in rules["VoltraceCreatesPilingUpInStage"]["expr"]
     for name, rule in rules.items():
         assert rule["labels"]["severity"] in ("critical", "warning"), name
         assert rule["annotations"]["summary"], name
@@ -341,15 +385,20 @@ def test_grafana_provisioning_wires_dashboard_datasources_and_exemplar_links() -
     """The dashboard file, its datasource uid and the exemplar -> Jaeger link all line up."""
     grafana = mounts("grafana")
     datasources = yaml.safe_load(
-        (grafana["/etc/grafana/provisioning/datasources"] / "voltrace.yml").read_text())
+        (grafana["/etc/grafana/provisioning/datasources"] / "voltrace.yml").read_text()
+    )
     by_type = {d["type"]: d for d in datasources["datasources"]}
     assert variables()["datasource"]["current"]["value"] == by_type["prometheus"]["uid"]
     [destination] = by_type["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]
-    assert destination == {**destination, "name": "trace_id", "datasourceUid":
-                           by_type["jaeger"]["uid"]}
+    assert destination == {
+        **destination,
+        "name": "trace_id",
+        "datasourceUid": by_type["jaeger"]["uid"],
+    }
     assert by_type["jaeger"]["url"] == variables()["jaeger_url"]["query"]
     providers = yaml.safe_load(
-        (grafana["/etc/grafana/provisioning/dashboards"] / "voltrace.yml").read_text())
+        (grafana["/etc/grafana/provisioning/dashboards"] / "voltrace.yml").read_text()
+    )
     [provider] = providers["providers"]
     mounted = [target for target, source in grafana.items() if source == DASHBOARD.resolve()]
     assert [Path(m).parent for m in mounted] == [Path(provider["options"]["path"])]
@@ -357,11 +406,17 @@ def test_grafana_provisioning_wires_dashboard_datasources_and_exemplar_links() -
     assert environment["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] in mounted
 
 
-@pytest.mark.parametrize("name", [
-    "voltrace_stage_duration_seconds", "voltrace_create_duration_seconds",
-    "voltrace_creates_total", "voltrace_cinder_request_duration_seconds",
-    "voltrace_telemetry_spans_dropped_total",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "voltrace_stage_duration_seconds",
+        "voltrace_create_duration_seconds",
+        "voltrace_creates_total",
+        "voltrace_cinder_request_duration_seconds",
+        "voltrace_telemetry_spans_dropped_total",
+        "voltrace_stage_in_flight",
+    ],
+)
 def test_docs_describe_every_metric(name: str) -> None:
     """docs/metrics.md documents each metric voltrace exports."""
     assert f"`{name}" in DOCS.read_text()

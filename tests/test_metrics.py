@@ -52,6 +52,7 @@ from voltrace.telemetry.metrics import (
     LABELS,
     SPANS_DROPPED,
     STAGE_DURATION,
+    STAGE_IN_FLIGHT,
     STAGE_OUTCOMES,
     ExemplarPrometheusMetricReader,
     VolumeMetrics,
@@ -125,7 +126,8 @@ class Metered:
 def start_metered(sim: CinderSimulator, readers: list) -> Metered:
     telemetry = Telemetry.create(TelemetryConfig(
         service_name="nova-api", use_env_service_name=False, metric_readers=readers,
-        log_stream=io.StringIO(), log_format="json", span_processor="simple"))
+        log_stream=io.StringIO(), log_format="json", span_processor="simple",
+        trust_incoming_trace_context=True))  # exemplars are matched to our traceparents
     nova = EmbeddedServer(build_service(ServeConfig(cinder=CinderSettings(
         endpoint_template=sim.endpoint_template, http_retries=0)), telemetry)).start()
     return Metered(readers[0], telemetry, nova, sim)
@@ -156,11 +158,12 @@ def by_label(points: dict[tuple, Any], *keys: str) -> dict[tuple, float]:
 
 
 def test_instruments_have_otel_names_units_and_descriptions(metered: Metered) -> None:
-    """One create yields the four voltrace instruments, in seconds or {create}, described."""
+    """One create yields the five voltrace instruments, in seconds or {create}, described."""
     assert metered.create({"size": 1}).status == 200
     metrics = metered.metrics()
     assert {name: metric.unit for name, metric in metrics.items()} == {
-        STAGE_DURATION: "s", CREATE_DURATION: "s", CREATES: "{create}", CINDER_DURATION: "s"}
+        STAGE_DURATION: "s", CREATE_DURATION: "s", CREATES: "{create}", CINDER_DURATION: "s",
+        STAGE_IN_FLIGHT: "{create}"}
     assert all(metric.description for metric in metrics.values())
 
 
@@ -190,6 +193,7 @@ def test_prometheus_names_are_the_documented_ones(metered: Metered) -> None:
         ("voltrace_create_duration_seconds", "histogram"),
         ("voltrace_creates_total", "counter"),
         ("voltrace_cinder_request_duration_seconds", "histogram"),
+        ("voltrace_stage_in_flight", "gauge"),
     }
     assert 'le="0.001"' in exposed and 'le="60.0"' in exposed
 
@@ -474,7 +478,8 @@ def test_otlp_exporter_delivers_the_same_instruments_to_a_collector(
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
                            f"http://127.0.0.1:{http_port}/v1/metrics")
         telemetry = Telemetry.create(TelemetryConfig(
-            service_name="nova-api", use_env_service_name=False, log_stream=io.StringIO()))
+            service_name="nova-api", use_env_service_name=False, log_stream=io.StringIO(),
+            trust_incoming_trace_context=True))
         server = EmbeddedServer(build_service(ServeConfig(cinder=CinderSettings(
             endpoint_template=sim.endpoint_template, http_retries=0)), telemetry)).start()
         trace_id = uuid.uuid4().int >> 1
@@ -502,12 +507,14 @@ def test_otlp_exporter_delivers_the_same_instruments_to_a_collector(
     ours = [p for p in points if p["name"] in LABELS]
     assert {(p["name"], p["unit"], p["kind"]) for p in ours} == {
         (STAGE_DURATION, "s", "Histogram"), (CREATE_DURATION, "s", "Histogram"),
-        (CREATES, "{create}", "Sum"), (CINDER_DURATION, "s", "Histogram")}
+        (CREATES, "{create}", "Sum"), (CINDER_DURATION, "s", "Histogram"),
+        (STAGE_IN_FLIGHT, "{create}", "Sum")}
     for point in ours:
         assert set(point["attributes"]) == LABELS[point["name"]], point
         if point["kind"] == "Histogram":
             assert tuple(point["bounds"]) == DURATION_BUCKETS_S
-        assert point["exemplar_traces"] == [f"{trace_id:032x}"], point
+        if point["name"] != STAGE_IN_FLIGHT:  # observed at collection, inside no span
+            assert point["exemplar_traces"] == [f"{trace_id:032x}"], point
     [creates] = [p for p in ours if p["name"] == CREATES]
     assert creates["attributes"] == {"outcome": "success", "http_status": "200",
                                      "failed_stage": "none", "failure_class": "none"}

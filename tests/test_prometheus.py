@@ -10,7 +10,10 @@ on) scrapes two voltrace targets under the job of ``dashboards/prometheus.yml``:
   simulator.
 
 Two rounds of traffic drive successes and every failure class, each round waited
-for until Prometheus has scraped it (so every rate has two samples). Then every
+for until Prometheus has scraped it (so every rate has two samples). Then a third
+in-process server, whose Cinder accepts connections and never answers (nova's default
+is no timeout), holds ``HUNG_CREATES`` creates in ``call_cinder`` for the rest of the
+module: the saturation panel and alert must see them. Then every
 dashboard query and every alert expression runs through ``/api/v1/query``, and the
 rules themselves are loaded from a copy of ``dashboards/alerts.yml`` in which each
 ``for:`` is ``0s`` (their real durations are covered by ``promtool test rules``).
@@ -18,6 +21,7 @@ rules themselves are loaded from a copy of ``dashboards/alerts.yml`` in which ea
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -26,6 +30,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -83,8 +88,35 @@ FIRING = {  # alert -> label sets it must fire with under the driven traffic
     "VoltraceOverQuotaSpike": [{"job": JOB}],
     "VoltraceMetricsDown": [],
     "VoltraceSpansDropped": [],
+    "VoltraceCreatesPilingUpInStage": [{"job": JOB, "stage": "call_cinder"}],
 }
 SLOW_S = 0.6  # injected Cinder latency: above the 0.5 s p95 threshold of the stage alert
+HUNG_CREATES = 8  # the piling-up alert's threshold: half of a worker's 16 threads
+
+
+class HungCinder:
+    """A port that accepts every connection and never answers: a hung cinder-api."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        self.listener.settimeout(0.1)
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError, OSError):
+                self.accepted.append(self.listener.accept()[0])
+
+    def close(self) -> None:
+        """Let go: every held create gets its connection closed (and fails)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for conn in [*self.accepted, self.listener]:
+            conn.close()
 
 
 def free_port() -> int:
@@ -93,8 +125,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def poll(check: Callable[[], Any], what: str, timeout: float = 30.0,
-         detail: Callable[[], Any] | None = None) -> Any:
+def poll(
+    check: Callable[[], Any],
+    what: str,
+    timeout: float = 30.0,
+    detail: Callable[[], Any] | None = None,
+) -> Any:
     """Call ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -103,8 +139,9 @@ def poll(check: Callable[[], Any], what: str, timeout: float = 30.0,
             return result
         if time.monotonic() > deadline:
             seen = detail() if detail is not None else result
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; "
-                                 f"last seen: {seen!r}")
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s waiting for {what}; last seen: {seen!r}"
+            )
         time.sleep(0.1)
 
 
@@ -132,13 +169,21 @@ def substitute(expr: str) -> str:
 
 def dashboard_targets() -> list[tuple[str, dict]]:
     panels = json.loads(DASHBOARD.read_text())["panels"]
-    return [(panel["title"], target) for panel in panels if panel["type"] != "row"
-            for target in panel.get("targets", [])]
+    return [
+        (panel["title"], target)
+        for panel in panels
+        if panel["type"] != "row"
+        for target in panel.get("targets", [])
+    ]
 
 
 def alert_rules() -> list[dict]:
-    return [rule for group in yaml.safe_load(ALERTS.read_text())["groups"]
-            for rule in group["rules"] if "alert" in rule]
+    return [
+        rule
+        for group in yaml.safe_load(ALERTS.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
 
 
 @dataclass
@@ -159,8 +204,11 @@ class Prometheus:
     def query(self, expr: str) -> list[dict]:
         data = self.api("query", query=expr)
         assert data["resultType"] in ("vector", "scalar"), data
-        return data["result"] if data["resultType"] == "vector" else [
-            {"metric": {}, "value": data["result"]}]
+        return (
+            data["result"]
+            if data["resultType"] == "vector"
+            else [{"metric": {}, "value": data["result"]}]
+        )
 
 
 @dataclass
@@ -180,8 +228,15 @@ class Driver:
         self.stack = stack
         self.urls = urls
 
-    def create(self, scenario: str, target: str = "inproc", volume: dict | None = None,
-               headers: dict[str, str] | None = None, status: int = 200, **kwargs: Any) -> int:
+    def create(
+        self,
+        scenario: str,
+        target: str = "inproc",
+        volume: dict | None = None,
+        headers: dict[str, str] | None = None,
+        status: int = 200,
+        **kwargs: Any,
+    ) -> int:
         trace_id = uuid.uuid4().int >> 1
         self.stack.scenario_of_trace[trace_id] = scenario
         headers = dict(member_headers() if headers is None else headers)
@@ -208,27 +263,40 @@ def drive_round(driver: Driver, sim: CinderSimulator, snapshot_id: str, slow: bo
         driver.create("success", volume={"size": 1})
     driver.create("success", volume={"size": 1, "snapshot_id": snapshot_id})
     driver.create("schema_invalid", volume={"size": 0}, status=400)
-    driver.create("policy_denied", volume={"size": 1}, headers=member_headers(roles="reader"),
-                  status=403)
-    driver.create("snapshot_not_found", volume={"size": 1, "snapshot_id": str(uuid.uuid4())},
-                  status=404)
+    driver.create(
+        "policy_denied", volume={"size": 1}, headers=member_headers(roles="reader"), status=403
+    )
+    driver.create(
+        "snapshot_not_found", volume={"size": 1, "snapshot_id": str(uuid.uuid4())}, status=404
+    )
     for _ in range(8):
-        driver.create("over_quota", volume={"size": 1},
-                      headers=member_headers(project_id="p-quota"), status=403)
+        driver.create(
+            "over_quota",
+            volume={"size": 1},
+            headers=member_headers(project_id="a1ce0000000000000000000000000002"),
+            status=403,
+        )
     sim.inject(Fault("volumes.create", status=500, times=3))
     for _ in range(3):
         driver.create("cinder_server_error", volume={"size": 1}, status=500)
-    driver.create("cinder_not_found", volume={"size": 1, "volume_type": "no-such-type"},
-                  status=500)
+    driver.create("cinder_not_found", volume={"size": 1, "volume_type": "no-such-type"}, status=500)
     driver.create("cinder_unreachable", "unreachable", volume={"size": 1}, status=500)
-    driver.create("request_too_large", raw_body=b'{"volume": {"size": 1, "name": "'
-                  + b"x" * 120_000 + b'"}}', status=413)
+    driver.create(
+        "request_too_large",
+        raw_body=b'{"volume": {"size": 1, "name": "' + b"x" * 120_000 + b'"}}',
+        status=413,
+    )
     driver.create("unauthenticated", volume={"size": 1}, headers={}, status=401)
     # The gunicorn process: a few creates through the real `voltrace serve`.
     for _ in range(2):
         driver.create("success", "serve", volume={"size": 1})
-    driver.create("policy_denied", "serve", volume={"size": 1},
-                  headers=member_headers(roles="reader"), status=403)
+    driver.create(
+        "policy_denied",
+        "serve",
+        volume={"size": 1},
+        headers=member_headers(roles="reader"),
+        status=403,
+    )
 
 
 def scraped_counts(stack: Stack) -> dict[str, int]:
@@ -238,9 +306,11 @@ def scraped_counts(stack: Stack) -> dict[str, int]:
 
 
 def wait_scraped(stack: Stack) -> None:
-    poll(lambda: scraped_counts(stack) == stack.expected_creates,
-         f"Prometheus to scrape {stack.expected_creates} creates",
-         detail=lambda: scraped_counts(stack))
+    poll(
+        lambda: scraped_counts(stack) == stack.expected_creates,
+        f"Prometheus to scrape {stack.expected_creates} creates",
+        detail=lambda: scraped_counts(stack),
+    )
 
 
 def start_prometheus(tmp: Path, targets: list[str]) -> Prometheus:
@@ -259,10 +329,17 @@ def start_prometheus(tmp: Path, targets: list[str]) -> Prometheus:
     port = free_port()
     log = (tmp / "prometheus.log").open("w")
     process = subprocess.Popen(
-        ["prometheus", f"--config.file={tmp / 'prometheus.yml'}",
-         f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-         "--enable-feature=exemplar-storage", "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT)
+        [
+            "prometheus",
+            f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--enable-feature=exemplar-storage",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
@@ -290,12 +367,16 @@ def listening(port: int, process: subprocess.Popen | None = None) -> bool:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Prometheus scraping voltrace, after two scraped rounds of successes and failures."""
-    require(bool(shutil.which("prometheus")), "Debian's prometheus package (apt-get install "
-            "prometheus) is needed to test the dashboard and alerts against Prometheus")
+    require(
+        bool(shutil.which("prometheus")),
+        "Debian's prometheus package (apt-get install "
+        "prometheus) is needed to test the dashboard and alerts against Prometheus",
+    )
     tmp = tmp_path_factory.mktemp("prometheus")
     started = time.time()
-    sim = CinderSimulator(deterministic=True,
-                          default_quotas={"volumes": -1, "gigabytes": -1}).start()
+    sim = CinderSimulator(
+        deterministic=True, default_quotas={"volumes": -1, "gigabytes": -1}
+    ).start()
     closers: list[Callable[[], Any]] = [sim.stop]
     try:
         # Prometheus first: it scrapes nothing for its first ~5 s (service discovery
@@ -307,27 +388,68 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stack = Stack(prometheus, instances, {"inproc": 0, "serve": 0}, started=started)
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        # The driver's traceparents must be continued, so exemplars lead back to them.
+        env["VOLTRACE_TRUST_INCOMING_TRACE_CONTEXT"] = "true"
         serve = subprocess.Popen(
-            [sys.executable, "-m", "voltrace", "serve", "--port", str(serve_port),
-             "--metrics-port", str(serve_metrics), "--cinder-endpoint", sim.endpoint_template,
-             "--cinder-retries", "0", "--log-file", str(tmp / "serve.log")],
-            cwd=REPO, env=env, stderr=(tmp / "serve.err").open("w"))
+            [
+                sys.executable,
+                "-m",
+                "voltrace",
+                "serve",
+                "--port",
+                str(serve_port),
+                "--metrics-port",
+                str(serve_metrics),
+                "--cinder-endpoint",
+                sim.endpoint_template,
+                "--cinder-retries",
+                "0",
+                "--log-file",
+                str(tmp / "serve.log"),
+            ],
+            cwd=REPO,
+            env=env,
+            stderr=(tmp / "serve.err").open("w"),
+        )
         closers.append(lambda: (serve.terminate(), serve.wait(timeout=20)))
 
         registry = CollectorRegistry()
-        telemetry = Telemetry.create(TelemetryConfig(
-            service_name="nova-api", use_env_service_name=False,
-            metric_readers=[ExemplarPrometheusMetricReader(registry=registry)],
-            log_stream=io.StringIO(), log_format="json", span_processor="simple"))
+        telemetry = Telemetry.create(
+            TelemetryConfig(
+                service_name="nova-api",
+                use_env_service_name=False,
+                metric_readers=[ExemplarPrometheusMetricReader(registry=registry)],
+                log_stream=io.StringIO(),
+                log_format="json",
+                span_processor="simple",
+                trust_incoming_trace_context=True,
+            )
+        )
         closers.append(telemetry.shutdown)
         metrics_server, _ = start_http_server(metrics_port, addr="127.0.0.1", registry=registry)
         closers.append(lambda: (metrics_server.shutdown(), metrics_server.server_close()))
         servers = {
-            "inproc": EmbeddedServer(build_service(ServeConfig(cinder=CinderSettings(
-                endpoint_template=sim.endpoint_template, http_retries=0)), telemetry)),
-            "unreachable": EmbeddedServer(build_service(ServeConfig(cinder=CinderSettings(
-                endpoint_template=f"http://127.0.0.1:{free_port()}/v3/%(project_id)s",
-                http_retries=0)), telemetry)),
+            "inproc": EmbeddedServer(
+                build_service(
+                    ServeConfig(
+                        cinder=CinderSettings(
+                            endpoint_template=sim.endpoint_template, http_retries=0
+                        )
+                    ),
+                    telemetry,
+                )
+            ),
+            "unreachable": EmbeddedServer(
+                build_service(
+                    ServeConfig(
+                        cinder=CinderSettings(
+                            endpoint_template=f"http://127.0.0.1:{free_port()}/v3/%(project_id)s",
+                            http_retries=0,
+                        )
+                    ),
+                    telemetry,
+                )
+            ),
         }
         for server in servers.values():
             server.start()
@@ -335,10 +457,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         urls = {name: server.url for name, server in servers.items()}
         urls["serve"] = f"http://127.0.0.1:{serve_port}"
 
-        set_volume_quota(sim, "p-quota", 0)
-        snapshot_id = sim.add_snapshot("p-member", size=1)["id"]
-        poll(lambda: listening(serve_metrics, serve) and listening(serve_port, serve),
-             "voltrace serve to listen")
+        set_volume_quota(sim, "a1ce0000000000000000000000000002", 0)
+        snapshot_id = sim.add_snapshot("a1ce0000000000000000000000000001", size=1)["id"]
+        poll(
+            lambda: listening(serve_metrics, serve) and listening(serve_port, serve),
+            "voltrace serve to listen",
+        )
         # Each round is scraped before the next, so every series has a sample before
         # round 2 and every rate over the window is positive.
         driver = Driver(stack, urls)
@@ -346,10 +470,53 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         wait_scraped(stack)
         drive_round(driver, sim, snapshot_id, slow=True)
         wait_scraped(stack)
+        hold_creates_in_call_cinder(stack, telemetry, closers)
         yield stack
     finally:
         for close in reversed(closers):
             close()
+
+
+def hold_creates_in_call_cinder(
+    stack: Stack, telemetry: Telemetry, closers: list[Callable[[], Any]]
+) -> None:
+    """HUNG_CREATES creates held in call_cinder by a hung Cinder until the module ends."""
+    hung = HungCinder()
+    server = EmbeddedServer(
+        build_service(
+            ServeConfig(
+                cinder=CinderSettings(
+                    endpoint_template=f"http://127.0.0.1:{hung.port}/v3/%(project_id)s",
+                    http_retries=0,
+                )
+            ),
+            telemetry,
+        )
+    ).start()
+    closers.append(server.stop)
+    pool = ThreadPoolExecutor(HUNG_CREATES)
+
+    def create() -> int:
+        client = NovaClient(server.url)
+        try:
+            return client.create_volume({"size": 1}, headers=member_headers()).status
+        finally:
+            client.close()
+
+    futures = [pool.submit(create) for _ in range(HUNG_CREATES)]
+
+    def release() -> None:
+        hung.close()
+        for future in futures:
+            future.result(timeout=60)  # each fails now; its thread must be done
+        pool.shutdown()
+
+    closers.append(release)  # closers run newest first: before the servers stop
+    query = (
+        f'voltrace_stage_in_flight{{job="{JOB}",instance="{stack.instances["inproc"]}",'
+        f'stage="call_cinder"}} >= {HUNG_CREATES}'
+    )
+    poll(lambda: stack.prometheus.query(query), "Prometheus to see the creates held by Cinder")
 
 
 def labels_of(result: list[dict], *keys: str) -> set[tuple[str, ...]]:
@@ -408,13 +575,25 @@ def _cinder_latency(r: list[dict]) -> None:
 
 def _cinder_status(r: list[dict]) -> None:
     assert {s for (s,) in labels_of(r, "http_response_status_code")} == {
-        "200", "202", "404", "413", "500"}
+        "200",
+        "202",
+        "404",
+        "413",
+        "500",
+    }
     assert labels_of(r, "http_request_method", "http_route") == CINDER_CALLS
     assert finite_and_positive(r)
 
 
 def _no_dropped_spans(r: list[dict]) -> None:
     assert values_of(r) == [0.0]
+
+
+def _creates_in_flight(r: list[dict]) -> None:
+    by_stage = {x["metric"]["stage"]: float(x["value"][1]) for x in r}
+    assert set(by_stage) == PIPELINE_STAGES
+    assert by_stage.pop("call_cinder") == HUNG_CREATES
+    assert set(by_stage.values()) == {0.0}
 
 
 PANEL_CHECKS: dict[tuple[str, str], Callable[[list[dict]], None]] = {
@@ -438,6 +617,7 @@ PANEL_CHECKS: dict[tuple[str, str], Callable[[list[dict]], None]] = {
     ("Cinder call latency p50 / p95 / p99", "C"): _cinder_latency,
     ("Cinder calls per second by status", "A"): _cinder_status,
     ("Spans dropped (time range)", "A"): _no_dropped_spans,
+    ("Creates in flight per stage", "A"): _creates_in_flight,
 }
 
 
@@ -446,18 +626,24 @@ def test_prometheus_scrapes_every_voltrace_target(stack: Stack) -> None:
     prometheus = stack.prometheus
 
     def check() -> None:
-        up = {r["metric"]["instance"]: values_of([r])[0]
-              for r in prometheus.query(f'up{{job="{JOB}"}}')}
+        up = {
+            r["metric"]["instance"]: values_of([r])[0]
+            for r in prometheus.query(f'up{{job="{JOB}"}}')
+        }
         assert up == {instance: 1.0 for instance in stack.instances.values()}
         info = prometheus.query(f'target_info{{job="{JOB}"}}')
         assert labels_of(info, "instance", "service_name") == {
-            (instance, "nova-api") for instance in stack.instances.values()}
+            (instance, "nova-api") for instance in stack.instances.values()
+        }
         assert scraped_counts(stack) == stack.expected_creates
         serve = stack.instances["serve"]
         outcomes = prometheus.query(
-            f'sum by (outcome) (voltrace_creates_total{{job="{JOB}",instance="{serve}"}})')
+            f'sum by (outcome) (voltrace_creates_total{{job="{JOB}",instance="{serve}"}})'
+        )
         assert {r["metric"]["outcome"]: values_of([r])[0] for r in outcomes} == {
-            "success": 4.0, "client_error": 2.0}
+            "success": 4.0,
+            "client_error": 2.0,
+        }
 
     eventually(check)
 
@@ -481,8 +667,9 @@ def test_every_dashboard_query_returns_the_expected_series(stack: Stack) -> None
 
 def test_dashboard_job_variable_lists_the_scrape_job(stack: Stack) -> None:
     """The $job variable's label_values(voltrace_creates_total, job) finds the scrape job."""
-    [variable] = [v for v in json.loads(DASHBOARD.read_text())["templating"]["list"]
-                  if v["name"] == "job"]
+    [variable] = [
+        v for v in json.loads(DASHBOARD.read_text())["templating"]["list"] if v["name"] == "job"
+    ]
     metric, label = re.fullmatch(r"label_values\((\w+), (\w+)\)", variable["query"]).groups()
     assert stack.prometheus.api(f"label/{label}/values", **{"match[]": metric}) == [JOB]
 
@@ -492,27 +679,42 @@ def test_every_alert_expression_matches_the_driven_failures(stack: Stack) -> Non
     rules = alert_rules()
     assert {rule["alert"] for rule in rules} == set(FIRING)
     for rule in rules:
+
         def check(rule: dict = rule) -> None:
             result = stack.prometheus.query(rule["expr"])
             got = [dict(r["metric"]) for r in result]
             assert sorted(got, key=str) == sorted(FIRING[rule["alert"]], key=str), (
-                rule["alert"], result)
+                rule["alert"],
+                result,
+            )
 
         eventually(check)
 
 
 def test_alerts_fire_with_summary_and_runbook(stack: Stack) -> None:
     """The loaded rules fire exactly the expected alerts, with rendered summary and runbook."""
-    expected = {(name, tuple(sorted(labels.items())))
-                for name, label_sets in FIRING.items() for labels in label_sets}
+    expected = {
+        (name, tuple(sorted(labels.items())))
+        for name, label_sets in FIRING.items()
+        for labels in label_sets
+    }
     seen: dict[str, Any] = {}
 
     def firing() -> set[tuple[str, tuple]]:
-        seen["alerts"] = [a for a in stack.prometheus.api("alerts")["alerts"]
-                          if a["state"] == "firing"]
-        return {(a["labels"]["alertname"], tuple(sorted(
-            (k, v) for k, v in a["labels"].items() if k not in ("alertname", "severity"))))
-            for a in seen["alerts"]}
+        seen["alerts"] = [
+            a for a in stack.prometheus.api("alerts")["alerts"] if a["state"] == "firing"
+        ]
+        return {
+            (
+                a["labels"]["alertname"],
+                tuple(
+                    sorted(
+                        (k, v) for k, v in a["labels"].items() if k not in ("alertname", "severity")
+                    )
+                ),
+            )
+            for a in seen["alerts"]
+        }
 
     def detail() -> Any:
         targets = stack.prometheus.api("targets")["activeTargets"]
@@ -525,25 +727,38 @@ def test_alerts_fire_with_summary_and_runbook(stack: Stack) -> None:
         assert annotations["runbook"].startswith("1. ")
         assert alert["labels"]["severity"] in ("critical", "warning")
     rendered = {a["labels"]["alertname"]: a["annotations"]["summary"] for a in seen["alerts"]}
-    assert re.fullmatch(r"p95 of stage call_cinder is \d+(\.\d+)?ms \(voltrace\)",
-                        rendered["VoltraceStageLatencyHigh"])
-    assert re.fullmatch(r"\d+(\.\d+)?% of volume creates are refused over quota \(voltrace\)",
-                        rendered["VoltraceOverQuotaSpike"])
+    assert re.fullmatch(
+        r"p95 of stage call_cinder is \d+(\.\d+)?ms \(voltrace\)",
+        rendered["VoltraceStageLatencyHigh"],
+    )
+    assert re.fullmatch(
+        r"\d+(\.\d+)?% of volume creates are refused over quota \(voltrace\)",
+        rendered["VoltraceOverQuotaSpike"],
+    )
 
 
 def exemplars(stack: Stack, selector: str) -> list[tuple[dict, dict]]:
-    data = stack.prometheus.api("query_exemplars", query=selector,
-                                start=f"{stack.started - 60:.3f}", end=f"{time.time() + 60:.3f}")
-    return [(series["seriesLabels"], exemplar)
-            for series in data for exemplar in series["exemplars"]]
+    data = stack.prometheus.api(
+        "query_exemplars",
+        query=selector,
+        start=f"{stack.started - 60:.3f}",
+        end=f"{time.time() + 60:.3f}",
+    )
+    return [
+        (series["seriesLabels"], exemplar) for series in data for exemplar in series["exemplars"]
+    ]
 
 
 def test_slow_bucket_exemplars_open_the_slow_creates(stack: Stack) -> None:
     """The slow creates' traces are exemplars of call_cinder's and the create's slow buckets."""
-    for selector in ('voltrace_stage_duration_seconds_bucket{stage="call_cinder"}',
-                     'voltrace_create_duration_seconds_bucket{outcome="success"}'):
-        found = [(series["le"], int(e["labels"]["trace_id"], 16), float(e["value"]))
-                 for series, e in exemplars(stack, selector)]
+    for selector in (
+        'voltrace_stage_duration_seconds_bucket{stage="call_cinder"}',
+        'voltrace_create_duration_seconds_bucket{outcome="success"}',
+    ):
+        found = [
+            (series["le"], int(e["labels"]["trace_id"], 16), float(e["value"]))
+            for series, e in exemplars(stack, selector)
+        ]
         assert {trace for _, trace, _ in found} <= set(stack.scenario_of_trace), selector
         slow = [(le, value) for le, trace, value in found if trace in stack.slow_traces]
         assert slow, selector
@@ -565,8 +780,9 @@ def test_counter_exemplars_link_each_failure_class_to_its_traces(stack: Stack) -
 
 def _promtool(*args: str) -> subprocess.CompletedProcess:
     require(bool(shutil.which("promtool")), "promtool (Debian package prometheus) is needed")
-    return subprocess.run(["promtool", *args], cwd=DASHBOARDS, capture_output=True, text=True,
-                          timeout=60, check=False)
+    return subprocess.run(
+        ["promtool", *args], cwd=DASHBOARDS, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def test_promtool_check_rules() -> None:
@@ -579,10 +795,18 @@ def test_promtool_check_rules() -> None:
 def test_promtool_unit_tests_cover_every_alert() -> None:
     """promtool test rules passes, with a firing case for every alert in alerts.yml."""
     tests = yaml.safe_load((DASHBOARDS / "alerts.test.yml").read_text())["tests"]
-    fired = {case["alertname"] for test in tests for case in test["alert_rule_test"]
-             if case["exp_alerts"]}
-    quiet = {case["alertname"] for test in tests for case in test["alert_rule_test"]
-             if not case["exp_alerts"]}
+    fired = {
+        case["alertname"]
+        for test in tests
+        for case in test["alert_rule_test"]
+        if case["exp_alerts"]
+    }
+    quiet = {
+        case["alertname"]
+        for test in tests
+        for case in test["alert_rule_test"]
+        if not case["exp_alerts"]
+    }
     names = {rule["alert"] for rule in alert_rules()}
     assert fired == names
     assert quiet == names
@@ -594,4 +818,3 @@ def test_promtool_check_config() -> None:
     """dashboards/prometheus.yml (with the rule file it names) is a valid Prometheus config."""
     result = _promtool("check", "config", "prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-

@@ -24,6 +24,7 @@ import pytest
 from tests.conftest import member_headers
 from tests.support.polling import poll
 from tests.support.rotel import free_port, wait_for_port
+from voltrace.cinder import CinderSettings
 from voltrace.cinder_sim import CinderSimulator, Fault
 from voltrace.cli import build_parser
 from voltrace.client import NovaClient
@@ -34,8 +35,9 @@ STAGES = {"parse", "authorize", "resolve_snapshot", "derive_size", "call_cinder"
 @pytest.fixture
 def roomy_sim() -> Iterator[CinderSimulator]:
     """A simulator whose quota never gets in the way of many creates."""
-    with CinderSimulator(deterministic=True,
-                         default_quotas={"volumes": -1, "gigabytes": -1}) as simulator:
+    with CinderSimulator(
+        deterministic=True, default_quotas={"volumes": -1, "gigabytes": -1}
+    ) as simulator:
         yield simulator
 
 
@@ -82,16 +84,38 @@ def serve(tmp_path: Path, roomy_sim: CinderSimulator) -> Iterator[Any]:
     def start(*args: str, cinder: str | None = None) -> Served:
         n = len(started)
         port, metrics_port = free_port(), free_port()
-        served = Served(None, port, metrics_port, tmp_path / f"traces-{n}.jsonl",  # type: ignore[arg-type]
-                        tmp_path / f"logs-{n}.jsonl", tmp_path / f"serve-{n}.out")
-        command = [sys.executable, "-m", "voltrace", "serve", "--port", str(port),
-                   "--cinder-endpoint", cinder or roomy_sim.endpoint_template,
-                   "--traces-file", str(served.traces), "--log-file", str(served.logs),
-                   "--log-format", "json", "--metrics-port", str(metrics_port), *args]
+        served = Served(
+            None,
+            port,
+            metrics_port,
+            tmp_path / f"traces-{n}.jsonl",  # type: ignore[arg-type]
+            tmp_path / f"logs-{n}.jsonl",
+            tmp_path / f"serve-{n}.out",
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "voltrace",
+            "serve",
+            "--port",
+            str(port),
+            "--cinder-endpoint",
+            cinder or roomy_sim.endpoint_template,
+            "--traces-file",
+            str(served.traces),
+            "--log-file",
+            str(served.logs),
+            "--log-format",
+            "json",
+            "--metrics-port",
+            str(metrics_port),
+            *args,
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         with open(served.output, "ab") as out:
-            served.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                              env=env)
+            served.process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, env=env
+            )
         started.append(served)
         wait_for_port(port, timeout=30)
         return served
@@ -126,8 +150,13 @@ def spans_by_request(path: Path) -> tuple[dict[str, list[dict]], int]:
 def complete(trace: list[dict]) -> bool:
     """SERVER, pipeline, six stages and both Cinder CLIENT calls are all there."""
     names = Counter(span["name"] for span in trace)
-    return (names["create_volume"] == 1 and all(names[s] == 1 for s in STAGES)
-            and names["POST"] == 1 and names["GET"] == 1 and names["POST /v2.1/os-volumes"] == 1)
+    return (
+        names["create_volume"] == 1
+        and all(names[s] == 1 for s in STAGES)
+        and names["POST"] == 1
+        and names["GET"] == 1
+        and names["POST /v2.1/os-volumes"] == 1
+    )
 
 
 def log_events(path: Path) -> list[dict]:
@@ -140,15 +169,18 @@ def scrape(port: int) -> str:
 
 
 def creates_counted(text: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("voltrace_creates_total{"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("voltrace_creates_total{")
+    )
 
 
 def test_cli_defaults_match_nova():
-    """--cinder-timeout defaults to none and --cinder-retries to 3, nova's [cinder] defaults."""
+    """Without the flags (or a nova.conf), nova's [cinder] defaults: no timeout, 3 retries."""
     args = build_parser().parse_args(["serve"])
-    assert args.cinder_timeout is None
-    assert args.cinder_retries == 3
+    assert (args.cinder_timeout, args.cinder_retries) == (None, None)  # nova.conf may decide
+    assert (CinderSettings().timeout, CinderSettings().http_retries) == (None, 3)
     assert args.workers == 1
 
 
@@ -158,8 +190,10 @@ def test_two_workers_answer_and_flush_on_sigterm(serve):
     served = serve("--workers", "2", "--threads", "4")
     poll(lambda: len(served.workers()) == 2, what="two gunicorn workers")
     # Each worker serves its own /metrics (port + slot): telemetry was built in the worker.
-    poll(lambda: all(_answers(served.metrics_port + slot) for slot in (0, 1)),
-         what="both workers' /metrics")
+    poll(
+        lambda: all(_answers(served.metrics_port + slot) for slot in (0, 1)),
+        what="both workers' /metrics",
+    )
 
     with ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda _: served.create(), range(40)))
@@ -190,6 +224,42 @@ def _answers(port: int) -> bool:
     return True
 
 
+def jaeger_request_ids(path: Path) -> set[str]:
+    """The request ids of the creates in a Jaeger upload file (it must be whole JSON)."""
+    document = json.loads(path.read_text())
+    return {
+        tag["value"]
+        for trace in document["data"]
+        for span in trace["spans"]
+        for tag in span["tags"]
+        if tag["key"] == "openstack.request_id"
+    }
+
+
+def test_jaeger_file_per_worker_is_whole_while_running_and_after_sigterm(serve, tmp_path):
+    """--jaeger-file with --workers 2: each worker keeps its own whole document
+    (jaeger.w0.json, jaeger.w1.json) valid while it runs, rewritten as spans come, and
+    SIGTERM leaves every trace in them, with no traceback."""
+    jaeger = tmp_path / "jaeger.json"
+    served = serve("--workers", "2", "--threads", "4", "--jaeger-file", str(jaeger))
+    poll(lambda: len(served.workers()) == 2, what="two gunicorn workers")
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: served.create(), range(24)))
+    assert [r.status for r in responses] == [200] * 24
+    request_ids = {r.header("x-openstack-request-id") for r in responses}
+    files = [tmp_path / "jaeger.w0.json", tmp_path / "jaeger.w1.json"]
+
+    def written_so_far() -> set[str]:
+        return set().union(*(jaeger_request_ids(f) for f in files if f.exists()))
+
+    # Before any shutdown: the workers' periodic rewrites already hold every trace.
+    poll(lambda: written_so_far() == request_ids, 30, "every trace in the running workers' files")
+    assert served.stop(signal.SIGTERM) == 0
+    assert written_so_far() == request_ids
+    assert not jaeger.exists() and not list(tmp_path.glob("jaeger*.tmp"))
+    assert "Traceback" not in served.output.read_text()
+
+
 def test_sigterm_finishes_requests_in_flight(serve, roomy_sim):
     """SIGTERM while Cinder is still answering: each in-flight create completes with 200 and
     its whole trace and summary log line reach the files before the worker exits."""
@@ -197,8 +267,10 @@ def test_sigterm_finishes_requests_in_flight(serve, roomy_sim):
     roomy_sim.inject(Fault("volumes.create", latency_ms=800))
     with ThreadPoolExecutor(6) as pool:
         futures = [pool.submit(served.create) for _ in range(6)]
-        poll(lambda: len([r for r in roomy_sim.recorded if r.method == "POST"]) == 6,
-             what="six creates in flight at Cinder")
+        poll(
+            lambda: len([r for r in roomy_sim.recorded if r.method == "POST"]) == 6,
+            what="six creates in flight at Cinder",
+        )
         served.process.send_signal(signal.SIGTERM)
         responses = [f.result(timeout=30) for f in futures]
     assert served.process.wait(timeout=60) == 0
@@ -206,8 +278,9 @@ def test_sigterm_finishes_requests_in_flight(serve, roomy_sim):
     request_ids = [r.header("x-openstack-request-id") for r in responses]
     by_request, _ = spans_by_request(served.traces)
     assert all(complete(by_request[rid]) for rid in request_ids)
-    finished = {e["request_id"] for e in log_events(served.logs)
-                if e["event"] == "request.finished"}
+    finished = {
+        e["request_id"] for e in log_events(served.logs) if e["event"] == "request.finished"
+    }
     assert finished == set(request_ids)
 
 
@@ -247,7 +320,8 @@ def test_cinder_timeout_and_retries_are_honoured(serve, roomy_sim):
     response = served.create()
     assert response.status == 500
     assert response.json()["computeFault"]["message"].endswith(
-        "<class 'nova.exception.CinderConnectionFailed'>")
+        "<class 'nova.exception.CinderConnectionFailed'>"
+    )
     assert len([r for r in roomy_sim.recorded if r.method == "POST"]) == 2
     assert served.stop() == 0
     summary = next(e for e in log_events(served.logs) if e["event"] == "request.finished")

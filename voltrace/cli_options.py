@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -31,12 +32,27 @@ def add_telemetry_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--log-file", metavar="PATH", help="write JSON log lines here")
     group.add_argument(
         "--log-format",
-        choices=("auto", "json", "console"),
+        choices=("auto", "json", "console", "oslo"),  # voltrace.telemetry.logs.LOG_FORMATS
         default="auto",
-        help="auto: console on a TTY, JSON lines otherwise (default)",
+        help="auto: console on a TTY, JSON lines otherwise (default); oslo: the lines "
+        "nova-api writes with oslo.log's default format, for existing grep and ELK patterns",
     )
     group.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error", "off"), default="info"
+    )
+    group.add_argument(
+        "--trust-incoming-trace-context",
+        action="store_true",
+        default=os.environ.get("VOLTRACE_TRUST_INCOMING_TRACE_CONTEXT", "").lower() == "true",
+        help="continue a caller's W3C traceparent (only behind a gateway you run); default: "
+        "a trace of our own that links to the caller's (env VOLTRACE_TRUST_INCOMING_TRACE_CONTEXT)",
+    )
+    group.add_argument(
+        "--forward-baggage",
+        action="store_true",
+        default=os.environ.get("VOLTRACE_FORWARD_BAGGAGE", "").lower() == "true",
+        help="forward a caller's W3C baggage to Cinder, cut to 64 members and 8192 bytes "
+        "(default: never, it may hold anything; env VOLTRACE_FORWARD_BAGGAGE)",
     )
     group.add_argument(
         "--metrics-port",
@@ -59,4 +75,6 @@ def telemetry_config(args: argparse.Namespace, service_name: str) -> TelemetryCo
         log_level="info" if args.log_level == "off" else args.log_level,
         logs_enabled=args.log_level != "off",
         metrics_port=args.metrics_port,
+        trust_incoming_trace_context=args.trust_incoming_trace_context,
+        forward_baggage=args.forward_baggage,
     )

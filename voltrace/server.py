@@ -18,7 +18,6 @@ tests/test_serve_process.py checks both against the files the server wrote.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import threading
@@ -210,12 +209,8 @@ def _worker_exit(server: Any, worker: Any) -> None:
 
 
 def _worker_config(config: ServeConfig, slot: int) -> TelemetryConfig:
-    """This worker's telemetry: worker ``i`` serves /metrics on ``metrics_port + i``."""
-    telemetry_config = config.telemetry
-    if telemetry_config.metrics_port is not None:
-        telemetry_config = dataclasses.replace(
-            telemetry_config, metrics_port=telemetry_config.metrics_port + slot)
-    return telemetry_config
+    """This worker's telemetry: /metrics on ``metrics_port + slot``, its own Jaeger file."""
+    return config.telemetry.for_worker(slot, config.workers)
 
 
 def telemetry_off(config: TelemetryConfig) -> bool:

@@ -56,13 +56,23 @@ class RotelCollector:
         env = dict(os.environ, ROTEL_SPANS_OUT=str(self.spans_file))
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(
-                [str(AGENT), "start",
-                 "--otlp-grpc-endpoint", f"127.0.0.1:{self.grpc_port}",
-                 "--otlp-http-endpoint", f"127.0.0.1:{self.http_port}",
-                 "--exporter", "blackhole",
-                 "--pid-file", str(self.workdir / "rotel.pid"),
-                 "--otlp-with-trace-processor", str(PROCESSOR)],
-                stdout=log, stderr=subprocess.STDOUT, env=env,
+                [
+                    str(AGENT),
+                    "start",
+                    "--otlp-grpc-endpoint",
+                    f"127.0.0.1:{self.grpc_port}",
+                    "--otlp-http-endpoint",
+                    f"127.0.0.1:{self.http_port}",
+                    "--exporter",
+                    "blackhole",
+                    "--pid-file",
+                    str(self.workdir / "rotel.pid"),
+                    "--otlp-with-trace-processor",
+                    str(PROCESSOR),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
         wait_for_port(self.grpc_port)
         wait_for_port(self.http_port)
@@ -71,7 +81,10 @@ class RotelCollector:
     def spans(self) -> list[dict[str, Any]]:
         if not self.spans_file.exists():
             return []
-        return [json.loads(line) for line in self.spans_file.read_text().splitlines() if line]
+        # The agent may be writing while we read: a last line without its newline is not
+        # whole yet, and is read next time.
+        *whole, _partial = self.spans_file.read_text().split("\n")
+        return [json.loads(line) for line in whole if line]
 
     def wait_for_spans(self, predicate: Any, timeout: float = 15.0) -> list[dict[str, Any]]:
         """Poll the collector's output until ``predicate(spans)`` holds."""

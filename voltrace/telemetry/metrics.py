@@ -15,6 +15,14 @@ The instruments (OpenTelemetry names; Prometheus names through
         -> voltrace_cinder_request_duration_seconds_bucket|_sum|_count
     voltrace.telemetry.spans.dropped  counter       exporter, reason
         -> voltrace_telemetry_spans_dropped_total
+    voltrace.stage.in_flight          up-down       stage
+                                      counter
+        -> voltrace_stage_in_flight
+
+``voltrace.stage.in_flight`` is how many creates are inside each stage right now, per
+process: a hung Cinder shows as creates piling up in ``call_cinder`` (or
+``resolve_snapshot``) long before the worker's threads run out. It is observed when a
+reader collects, from a counter the stages move, so it adds no measurement to a create.
 
 Every label value comes from a closed set, so cardinality stays bounded whatever
 the traffic: the 6 pipeline stages (``failed_stage`` adds sizelimit,
@@ -43,35 +51,55 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.exporter.prometheus import PrometheusMetricReader, _CustomCollector, map_unit
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics.export import Histogram, HistogramDataPoint, Metric, Sum
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.samples import Exemplar as PromExemplar
 
+from voltrace import semconv
+
 # Seconds, from 1 ms to 60 s: loopback creates sit in the first buckets,
 # connect retries (0.5 + 1 + 2 s) and slow Cinders in the last ones.
-DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                      1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+DURATION_BUCKETS_S = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 
 STAGE_DURATION = "voltrace.stage.duration"
 CREATE_DURATION = "voltrace.create.duration"
 CREATES = "voltrace.creates"
 CINDER_DURATION = "voltrace.cinder.request.duration"
 SPANS_DROPPED = "voltrace.telemetry.spans.dropped"
+STAGE_IN_FLIGHT = "voltrace.stage.in_flight"
 
 # The attribute keys of each instrument: no other key is ever recorded.
 LABELS: dict[str, frozenset[str]] = {
     STAGE_DURATION: frozenset({"stage", "outcome"}),
     CREATE_DURATION: frozenset({"outcome"}),
     CREATES: frozenset({"outcome", "http_status", "failed_stage", "failure_class"}),
-    CINDER_DURATION: frozenset({"http.request.method", "http.route",
-                                "http.response.status_code"}),
+    CINDER_DURATION: frozenset({"http.request.method", "http.route", "http.response.status_code"}),
     SPANS_DROPPED: frozenset({"exporter", "reason"}),
+    STAGE_IN_FLIGHT: frozenset({"stage"}),
 }
 STAGE_OUTCOMES = ("ok", "skipped", "error")
 CREATE_OUTCOMES = ("success", "client_error", "server_error")
@@ -79,8 +107,11 @@ CREATE_OUTCOMES = ("success", "client_error", "server_error")
 _CINDER_ROUTE = re.compile(
     r"/v3/[^/]+/(?P<collection>volumes|snapshots|os-quota-sets)(?P<item>/[^/?]+)?"
 )
-_ITEM_NAMES = {"volumes": "{volume_id}", "snapshots": "{snapshot_id}",
-               "os-quota-sets": "{project_id}"}
+_ITEM_NAMES = {
+    "volumes": "{volume_id}",
+    "snapshots": "{snapshot_id}",
+    "os-quota-sets": "{project_id}",
+}
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -104,6 +135,31 @@ def _status_code(status: int | str) -> int | str:
     return code if 100 <= code <= 599 else "other"
 
 
+class InFlight:
+    """Creates inside each stage right now; read when a metric reader collects."""
+
+    def __init__(self, stages: Iterable[str] = semconv.STAGE_NAMES) -> None:
+        self._lock = threading.Lock()
+        # Every stage from the start, so the series exist (at 0) before the first create.
+        self._counts: dict[str, int] = dict.fromkeys(stages, 0)
+
+    def enter(self, stage: str) -> None:
+        with self._lock:
+            self._counts[stage] = self._counts.get(stage, 0) + 1
+
+    def leave(self, stage: str) -> None:
+        with self._lock:
+            self._counts[stage] = self._counts.get(stage, 0) - 1
+
+    def count(self, stage: str) -> int:
+        return self._counts.get(stage, 0)
+
+    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            counts = list(self._counts.items())
+        return [Observation(count, {"stage": stage}) for stage, count in counts]
+
+
 class VolumeMetrics:
     """The instruments, and one method per thing worth counting.
 
@@ -113,58 +169,98 @@ class VolumeMetrics:
 
     def __init__(self, meter: Any) -> None:
         self.stage_duration = meter.create_histogram(
-            STAGE_DURATION, unit="s",
+            STAGE_DURATION,
+            unit="s",
             description="Duration of one pipeline stage of a volume create",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
         )
         self.create_duration = meter.create_histogram(
-            CREATE_DURATION, unit="s",
+            CREATE_DURATION,
+            unit="s",
             description="Duration of a whole POST /v2.1/os-volumes as nova-api served it",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
         )
         self.creates = meter.create_counter(
-            CREATES, unit="{create}",
+            CREATES,
+            unit="{create}",
             description="Volume creates answered, by outcome, HTTP status and failed stage",
         )
         self.cinder_duration = meter.create_histogram(
-            CINDER_DURATION, unit="s",
+            CINDER_DURATION,
+            unit="s",
             description="Duration of nova-api's HTTP calls to cinder-api",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
         )
         self.dropped = meter.create_counter(
-            SPANS_DROPPED, unit="{span}",
+            SPANS_DROPPED,
+            unit="{span}",
             description="Spans an exporter failed to deliver",
+        )
+        self.in_flight = InFlight()
+        meter.create_observable_up_down_counter(
+            STAGE_IN_FLIGHT,
+            callbacks=[self.in_flight.observe],
+            unit="{create}",
+            description="Volume creates inside each pipeline stage right now",
         )
 
     @staticmethod
-    def _record(record: Callable[..., None], amount: float, attributes: dict[str, Any],
-                context: Context | None) -> None:
+    def _record(
+        record: Callable[..., None],
+        amount: float,
+        attributes: dict[str, Any],
+        context: Context | None,
+    ) -> None:
         record(amount, attributes, context=context)
 
-    def stage(self, stage: str, status: str, duration_s: float,
-              context: Context | None = None) -> None:
-        self._record(self.stage_duration.record, duration_s,
-                     {"stage": stage, "outcome": status}, context)
+    def stage(
+        self, stage: str, status: str, duration_s: float, context: Context | None = None
+    ) -> None:
+        self._record(
+            self.stage_duration.record, duration_s, {"stage": stage, "outcome": status}, context
+        )
 
-    def create(self, outcome: str, http_status: int, failed_stage: str | None,
-               failure_class: str | None, duration_s: float,
-               context: Context | None = None) -> None:
-        self._record(self.creates.add, 1, {
-            "outcome": outcome,
-            "http_status": str(http_status),
-            "failed_stage": failed_stage or "none",
-            "failure_class": failure_class or "none",
-        }, context)
+    def create(
+        self,
+        outcome: str,
+        http_status: int,
+        failed_stage: str | None,
+        failure_class: str | None,
+        duration_s: float,
+        context: Context | None = None,
+    ) -> None:
+        self._record(
+            self.creates.add,
+            1,
+            {
+                "outcome": outcome,
+                "http_status": str(http_status),
+                "failed_stage": failed_stage or "none",
+                "failure_class": failure_class or "none",
+            },
+            context,
+        )
         self._record(self.create_duration.record, duration_s, {"outcome": outcome}, context)
 
-    def cinder_call(self, method: str, url: str, status: int | str, duration_s: float,
-                    context: Context | None = None) -> None:
+    def cinder_call(
+        self,
+        method: str,
+        url: str,
+        status: int | str,
+        duration_s: float,
+        context: Context | None = None,
+    ) -> None:
         method = method.upper()
-        self._record(self.cinder_duration.record, duration_s, {
-            "http.request.method": method if method in _METHODS else "_OTHER",
-            "http.route": cinder_route(url),
-            "http.response.status_code": _status_code(status),
-        }, context)
+        self._record(
+            self.cinder_duration.record,
+            duration_s,
+            {
+                "http.request.method": method if method in _METHODS else "_OTHER",
+                "http.route": cinder_route(url),
+                "http.response.status_code": _status_code(status),
+            },
+            context,
+        )
 
     def spans_dropped(self, count: int, exporter: str, reason: str) -> None:
         self.dropped.add(count, {"exporter": exporter, "reason": reason})
@@ -192,45 +288,55 @@ def _bucket_exemplars(bounds: Sequence[float], exemplars: Sequence[Any]) -> list
         converted = _prom_exemplar(exemplar)
         if converted is None:
             continue
-        index = next((i for i, bound in enumerate(bounds) if exemplar.value <= bound),
-                     len(bounds))
+        index = next((i for i, bound in enumerate(bounds) if exemplar.value <= bound), len(bounds))
         slots[index] = converted
     return slots
 
 
 _log = logging.getLogger(__name__)
-# The exporter's private hooks this module builds on (opentelemetry-exporter-prometheus 0.66).
+# The exporter's private hooks this module builds on (opentelemetry-exporter-prometheus 0.66;
+# pyproject pins it below 0.67, the next minor, which may rename them).
 _HOOKS = ("_translate_metric", "_collect_data_points", "_resolve_metric_name")
 
 
 class _ExemplarCollector(_CustomCollector):
     """``_CustomCollector`` that also hands each point's exemplars to prometheus_client."""
 
-    def _translate_metric(self, metric: Metric, scope_attrs: dict[str, Any],
-                          resource_attrs: dict[str, Any],
-                          metric_family_id_metric_family: dict[str, Any]) -> None:
+    def _translate_metric(
+        self,
+        metric: Metric,
+        scope_attrs: dict[str, Any],
+        resource_attrs: dict[str, Any],
+        metric_family_id_metric_family: dict[str, Any],
+    ) -> None:
         data = metric.data
-        has_exemplars = isinstance(data, Histogram) or (
-            isinstance(data, Sum) and data.is_monotonic)
+        has_exemplars = isinstance(data, Histogram) or (isinstance(data, Sum) and data.is_monotonic)
         if has_exemplars and any(p.exemplars for p in data.data_points):
             try:
-                self._translate_with_exemplars(metric, scope_attrs, resource_attrs,
-                                               metric_family_id_metric_family)
+                self._translate_with_exemplars(
+                    metric, scope_attrs, resource_attrs, metric_family_id_metric_family
+                )
                 return
             except Exception:  # a scrape must never fail because of an exemplar
                 _log.exception("exemplars of %s left out", metric.name)
-        super()._translate_metric(metric, scope_attrs, resource_attrs,
-                                  metric_family_id_metric_family)
+        super()._translate_metric(
+            metric, scope_attrs, resource_attrs, metric_family_id_metric_family
+        )
 
-    def _translate_with_exemplars(self, metric: Metric, scope_attrs: dict[str, Any],
-                                  resource_attrs: dict[str, Any],
-                                  metric_family_id_metric_family: dict[str, Any]) -> None:
+    def _translate_with_exemplars(
+        self,
+        metric: Metric,
+        scope_attrs: dict[str, Any],
+        resource_attrs: dict[str, Any],
+        metric_family_id_metric_family: dict[str, Any],
+    ) -> None:
         data = metric.data
         name = self._resolve_metric_name(metric.name)
         description = metric.description or ""
         unit = map_unit(metric.unit or "")
         label_keys, label_rows, values = self._collect_data_points(
-            data, scope_attrs, resource_attrs)
+            data, scope_attrs, resource_attrs
+        )
         factory = HistogramMetricFamily if isinstance(data, Histogram) else CounterMetricFamily
         family_id = "|".join((name, description, unit, factory.__name__))
         family = metric_family_id_metric_family.get(family_id)
@@ -252,8 +358,9 @@ class _ExemplarCollector(_CustomCollector):
                 slots = _bucket_exemplars(bounds, point.exemplars)
                 buckets: list[Any] = []
                 cumulative = 0
-                for bound, count, exemplar in zip([*bounds, "+Inf"], point.bucket_counts, slots,
-                                                  strict=True):
+                for bound, count, exemplar in zip(
+                    [*bounds, "+Inf"], point.bucket_counts, slots, strict=True
+                ):
                     cumulative += count
                     buckets.append((str(bound), cumulative, exemplar))
                 family.add_metric(row, buckets=buckets, sum_value=point.sum)
@@ -283,5 +390,6 @@ class ExemplarPrometheusMetricReader(PrometheusMetricReader):
             resource_attribute_filter=kwargs.get("resource_attribute_filter"),
         )
         registry.register(collector)
-        collector._callback = self.collect  # after register(), which may call collect()
+        # After register(), which may call collect(); the SDK's own collector does the same.
+        collector._callback = self.collect  # type: ignore[assignment]
         self._collector = collector
