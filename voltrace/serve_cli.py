@@ -43,6 +43,21 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         "--config-file); '' looks volumev3 up in X-Service-Catalog",
     )
     parser.add_argument(
+        "--enable-proxy-headers-parsing", action="store_true",
+        help="trust X-Forwarded-Proto/Forwarded from a proxy in front, as oslo's "
+        "[oslo_middleware] option of the same name (default off, like nova)",
+    )
+    parser.add_argument(
+        "--follow-volumes", action="store_true",
+        help="after each 200, poll Cinder with the caller's token until the volume settles, "
+        "for the async-outcome metrics, span and log line (not something Nova does)",
+    )
+    parser.add_argument(
+        "--follow-timeout", type=float, default=300.0, metavar="SECONDS",
+        help="give up following a volume still creating after this long "
+        "(default %(default)s; counted as stuck_creating)",
+    )
+    parser.add_argument(
         "--policy-file",
         metavar="F",
         help="an oslo.policy YAML/JSON file (default: nova's policy defaults)",
@@ -152,6 +167,10 @@ def run_cli(args: argparse.Namespace) -> int:
         config.enable_proxy_headers_parsing = conf.enable_proxy_headers_parsing
     if args.enable_proxy_headers_parsing:
         config.enable_proxy_headers_parsing = True
+    if args.follow_volumes:
+        from voltrace.follow import FollowSettings
+
+        config.follow = FollowSettings(timeout_s=args.follow_timeout)
     hmac_key = args.osprofiler_hmac_key
     if args.osprofiler_hmac_key_file:
         with open(args.osprofiler_hmac_key_file, encoding="utf-8") as handle:

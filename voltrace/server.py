@@ -26,6 +26,7 @@ from typing import Any
 
 from voltrace.api import MAX_REQUEST_BODY_SIZE, build_app
 from voltrace.cinder import CinderSettings, VolumeAPI
+from voltrace.follow import FollowingObserver, FollowSettings, VolumeFollower
 from voltrace.pipeline import Pipeline
 from voltrace.policy import VolumePolicy
 from voltrace.state import StageServices
@@ -45,6 +46,8 @@ class ServeConfig:
     # [oslo_middleware] enable_proxy_headers_parsing: off, as in nova, so X-Forwarded-Proto
     # and Forwarded never change the URLs voltrace answers with unless a proxy is trusted.
     enable_proxy_headers_parsing: bool = False
+    # --follow-volumes: off by default, as Nova never looks at a volume after its 200.
+    follow: FollowSettings | None = None
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
 
@@ -57,10 +60,24 @@ def build_service(config: ServeConfig, telemetry: Telemetry | None = None) -> An
     )
     if telemetry is not None and not (telemetry.enabled or telemetry.config.logs_enabled):
         telemetry = None  # nothing to observe with: the bare app
-    pipeline = Pipeline(services, observer=telemetry.observer if telemetry else None)
+    observer: Any = telemetry.observer if telemetry else None
+    if config.follow is not None and telemetry is not None:
+        follower = VolumeFollower(services.volume_api, telemetry, config.follow)
+        _followers.append(follower)
+        observer = FollowingObserver(observer, follower)
+    pipeline = Pipeline(services, observer=observer)
     app = build_app(pipeline, config.max_request_body_size,
                     enable_proxy_headers_parsing=config.enable_proxy_headers_parsing)
     return telemetry.instrument_wsgi(app) if telemetry else app
+
+
+_followers: list[VolumeFollower] = []
+
+
+def stop_followers() -> None:
+    """Stop every volume follower this process started (bounded), before telemetry flushes."""
+    while _followers:
+        _followers.pop().shutdown()
 
 
 def _nova_like_cheroot() -> Any:
@@ -204,6 +221,7 @@ def _worker_exit(server: Any, worker: Any) -> None:
     # so every span still queued and every log line reaches its exporter before exit.
     global _worker_telemetry
     telemetry, _worker_telemetry = _worker_telemetry, None
+    stop_followers()
     if telemetry is not None:
         telemetry.shutdown(timeout_s=TELEMETRY_FLUSH_TIMEOUT_S)
 
