@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from voltrace import semconv
-from voltrace.explain import advice
+from voltrace.explain import advice, after_answer
 from voltrace.explain.model import Diagnosis, StageTiming, none_if_blank
 from voltrace.explain.waterfall import stage_rows
 from voltrace.traces.files import loads
@@ -133,6 +133,8 @@ def diagnose_logs(events: Sequence[dict[str, Any]], *, waterfall: bool = False) 
         )
     if waterfall:
         d.waterfall, d.waterfall_ms = stage_rows(d)
+    if not d.failed:
+        d.after_answer = after_answer.from_logs(events, d.request_id)
     return advice.explain(d)
 
 

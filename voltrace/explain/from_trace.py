@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voltrace import semconv
-from voltrace.explain import advice, timing
+from voltrace.explain import advice, after_answer, timing
 from voltrace.explain.model import Diagnosis, Hop, StageTiming, none_if_blank
 from voltrace.explain.waterfall import span_label, span_rows
 from voltrace.traces import Span, Trace
@@ -173,6 +173,8 @@ def diagnose_create(trace: Trace, root: Span, *, waterfall: bool = False) -> Dia
     d.critical_path = critical_path(trace, root)
     d.slowest_hop = slowest_hop(trace, below, total)
     d.time_spent = timing.time_spent(trace, root)
+    if not d.failed:
+        d.after_answer = after_answer.from_spans(trace.spans, d.volume_id)
     if waterfall:
         d.waterfall, d.waterfall_ms = span_rows(trace, root, d)
     return advice.explain(d)

@@ -199,6 +199,7 @@ def _section(index: int, d: Diagnosis, name: str = "") -> str:
             f'<pre class="cmd"><code>{_e(c)}</code></pre>' for c in d.advice.commands
         )
         items += f'<dt>next step</dt><dd class="next">{_e(d.advice.text)}{commands}</dd>'
+    items += _after_answer(d)
     grid = [
         '<div class="wf">',
         '<div class="head">service</div><div class="head">span</div>'
@@ -232,3 +233,24 @@ def _row(row: WaterfallRow) -> str:
         f'<div class="dur">{_e(format_ms(row.duration_ms))}</div>'
         f'<div class="note {classes}">{_e(row.note)}</div>'
     )
+
+
+def _after_answer(d: Diagnosis) -> str:
+    """The volume's fate in Cinder after Nova's answer, as more facts."""
+    fate = d.after_answer
+    if fate is None:
+        return ""
+    facts: list[tuple[str, object]] = [
+        ("after the answer", fate.sentence(d.http_status)),
+        ("request ids", f"nova {d.request_id or '?'}, cinder {fate.cinder_request_id or '?'}"),
+    ]
+    if fate.attempts is not None:
+        facts.append(("attempts", fate.attempts))
+    facts += [("user message", f"{m['event_id']}: {m['user_message']}") for m in fate.messages]
+    items = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts)
+    if fate.advice is not None:
+        commands = "".join(
+            f'<pre class="cmd"><code>{_e(c)}</code></pre>' for c in fate.advice.commands
+        )
+        items += f'<dt>then</dt><dd class="next">{_e(fate.advice.text)}{commands}</dd>'
+    return items

@@ -10,10 +10,13 @@ a big file never stays in memory.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voltrace.semconv import FAILURES
 from voltrace.terminal import WaterfallRow, format_ms
+
+if TYPE_CHECKING:
+    from voltrace.explain.after_answer import AfterAnswer
 
 
 @dataclass
@@ -91,6 +94,7 @@ class Diagnosis:
     description: str | None = None  # a few words on this failure, with its own numbers
     advice: Advice | None = None
     link: str | None = None  # the trace in a viewer (--jaeger-url)
+    after_answer: AfterAnswer | None = None  # the volume's fate in Cinder after Nova's answer
     # The waterfall, when one was asked for (not part of the JSON).
     waterfall: list[WaterfallRow] = field(default_factory=list, repr=False, compare=False)
     waterfall_ms: float | None = field(default=None, repr=False, compare=False)
@@ -184,6 +188,12 @@ class Diagnosis:
             "link": self.link,
             "source": self.source,
             "notes": self.notes,
+            "after_answer": None
+            if self.after_answer is None
+            else {
+                "verdict": self.after_answer.sentence(self.http_status),
+                **self.after_answer.to_json(),
+            },
         }
 
 

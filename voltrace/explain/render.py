@@ -96,6 +96,18 @@ def format_text(d: Diagnosis, term: Terminal | None = None, *, waterfall: bool =
             lines.append(" " * LABEL_WIDTH + "  " + term.paint(escape(command), "1"))
     for note in d.notes:
         row("note", note, "2")
+    fate = d.after_answer
+    if fate is not None:
+        row("after answer", fate.sentence(d.http_status), "1")
+        row("request ids", f"nova {d.request_id or '?'}, cinder {fate.cinder_request_id or '?'}")
+        if fate.attempts is not None:
+            row("attempts", f"{fate.attempts} (reschedules: {max(fate.attempts - 1, 0)})")
+        for said in fate.messages:
+            row("user message", f"{said['event_id']}: {said['user_message']}")
+        if fate.advice is not None:
+            row("then", fate.advice.text, "1")
+            for command in fate.advice.commands:
+                lines.append(" " * LABEL_WIDTH + "  " + term.paint(escape(command), "1"))
     if waterfall and d.waterfall:
         lines.append("")
         lines.extend(draw_waterfall(d.waterfall, d.waterfall_ms, term))
