@@ -99,8 +99,13 @@ def run_level(url: str, concurrency: int, total: int) -> dict[str, Any]:
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
-    return {"latencies": latencies, "statuses": statuses, "request_ids": request_ids,
-            "errors": errors, "wall_s": wall}
+    return {
+        "latencies": latencies,
+        "statuses": statuses,
+        "request_ids": request_ids,
+        "errors": errors,
+        "wall_s": wall,
+    }
 
 
 MODES = ("on", "off")
@@ -110,8 +115,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="voltrace-bench-load-"))
     levels = [int(x) for x in args.levels.split(",")]
     procs: list[Any] = []
-    results: dict[str, Any] = {"workers": args.workers, "requests": args.requests,
-                               "otlp_protocol": args.otlp_protocol, "levels": []}
+    results: dict[str, Any] = {
+        "workers": args.workers,
+        "requests": args.requests,
+        "otlp_protocol": args.otlp_protocol,
+        "levels": [],
+    }
     otlp = "otlp-grpc" if args.otlp_protocol == "grpc" else "otlp-http"
     with stopping(procs):
         sim_traces = workdir / "cinder-sim-traces.jsonl"
@@ -122,10 +131,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         servers = {}
         for mode in MODES:
             servers[mode], files = start_voltrace(
-                workdir, f"load-{mode}", sim.port, telemetry=mode == "on",
-                exporters=["traces-file", otlp], collector=collector,
+                workdir,
+                f"load-{mode}",
+                sim.port,
+                telemetry=mode == "on",
+                exporters=["traces-file", otlp],
+                collector=collector,
                 package_root=Path(args.package_root).resolve(),
-                workers=args.workers, threads=args.threads, wait=False)
+                workers=args.workers,
+                threads=args.threads,
+                wait=False,
+            )
             procs.append(servers[mode])
             if mode == "on":
                 on_files = files
@@ -148,8 +164,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 rng.shuffle(order)
                 for mode in order:
                     cpu_before = servers[mode].cpu_seconds()
-                    blocks[mode].append(run_level(urls[mode], concurrency,
-                                                  args.requests // args.rounds))
+                    blocks[mode].append(
+                        run_level(urls[mode], concurrency, args.requests // args.rounds)
+                    )
                     cpu[mode] += servers[mode].cpu_seconds() - cpu_before
             row: dict[str, Any] = {"concurrency": concurrency}
             for mode in MODES:
@@ -166,10 +183,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "statuses": dict(statuses),
                     "unexpected_5xx": sum(n for st, n in statuses.items() if st >= 500),
                     "client_errors": sum(len(b["errors"]) for b in blocks[mode]),
-                    "rss_before": rss_before[mode], "rss_after": servers[mode].rss_bytes(),
+                    "rss_before": rss_before[mode],
+                    "rss_after": servers[mode].rss_bytes(),
                 }
-            row["throughput_on/off"] = (row["on"]["throughput_rps"]
-                                        / row["off"]["throughput_rps"])
+            row["throughput_on/off"] = row["on"]["throughput_rps"] / row["off"]["throughput_rps"]
             results["levels"].append(row)
 
         # SIGTERM: the workers' exit hook must flush every span and log line.
@@ -189,11 +206,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     results["traces"] = {
         "creates": len(all_ids),
-        "complete_in_files": file_check.complete, "lost_in_files": file_check.lost,
+        "complete_in_files": file_check.complete,
+        "lost_in_files": file_check.lost,
         "complete_at_collector": collector_check.complete,
         "lost_at_collector": collector_check.lost,
         "summary_log_lines_missing": len(set(all_ids) - finished),
-        "spans_in_files": file_check.spans, "spans_at_collector": collector_check.spans,
+        "spans_in_files": file_check.spans,
+        "spans_at_collector": collector_check.spans,
         "examples_incomplete": (file_check.incomplete + file_check.missing)[:5],
     }
     results["workdir"] = str(workdir)
@@ -201,33 +220,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_table(results: dict[str, Any]) -> None:
-    print(f"\nvoltrace load: {results['workers']} gunicorn worker(s), telemetry on "
-          f"(traces file + OTLP {results['otlp_protocol']} + logs + metrics) vs off, "
-          f"{results['requests']} creates per level and mode")
-    print(f"{'conc':>4} {'mode':<4}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms':>8}"
-          f"{'5xx':>5}{'errors':>7}{'RSS before':>13}{'RSS after':>12}{'on/off req/s':>14}")
+    print(
+        f"\nvoltrace load: {results['workers']} gunicorn worker(s), telemetry on "
+        f"(traces file + OTLP {results['otlp_protocol']} + logs + metrics) vs off, "
+        f"{results['requests']} creates per level and mode"
+    )
+    print(
+        f"{'conc':>4} {'mode':<4}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms':>8}"
+        f"{'5xx':>5}{'errors':>7}{'RSS before':>13}{'RSS after':>12}{'on/off req/s':>14}"
+    )
     for row in results["levels"]:
         for mode in MODES:
             level = row[mode]
             ratio = f"{row['throughput_on/off']:>14.2f}" if mode == "on" else ""
-            print(f"{row['concurrency']:>4} {mode:<4}{level['throughput_rps']:>9.1f}"
-                  f"{level['p50_ms']:>9.2f}{level['p99_ms']:>9.2f}"
-                  f"{level['cpu_ms_per_create']:>8.2f}{level['unexpected_5xx']:>5}"
-                  f"{level['client_errors']:>7}{fmt_bytes(level['rss_before']):>13}"
-                  f"{fmt_bytes(level['rss_after']):>12}{ratio}")
+            print(
+                f"{row['concurrency']:>4} {mode:<4}{level['throughput_rps']:>9.1f}"
+                f"{level['p50_ms']:>9.2f}{level['p99_ms']:>9.2f}"
+                f"{level['cpu_ms_per_create']:>8.2f}{level['unexpected_5xx']:>5}"
+                f"{level['client_errors']:>7}{fmt_bytes(level['rss_before']):>13}"
+                f"{fmt_bytes(level['rss_after']):>12}{ratio}"
+            )
     t = results["traces"]
-    print(f"\ntraces: {t['complete_in_files']}/{t['creates']} complete in the files "
-          f"(lost {t['lost_in_files']}), {t['complete_at_collector']}/{t['creates']} at the "
-          f"rotel collector (lost {t['lost_at_collector']}); summary log lines missing: "
-          f"{t['summary_log_lines_missing']}; SIGTERM to exit {results['stop_s']:.1f} s")
+    print(
+        f"\ntraces: {t['complete_in_files']}/{t['creates']} complete in the files "
+        f"(lost {t['lost_in_files']}), {t['complete_at_collector']}/{t['creates']} at the "
+        f"rotel collector (lost {t['lost_at_collector']}); summary log lines missing: "
+        f"{t['summary_log_lines_missing']}; SIGTERM to exit {results['stop_s']:.1f} s"
+    )
     if t["examples_incomplete"]:
         print(f"incomplete or missing, e.g.: {t['examples_incomplete']}")
     target = 0.85
     for row in results["levels"]:
         if row["concurrency"] == 16:
             value = row["throughput_on/off"]
-            print(f"throughput on/off at concurrency 16: {value:.2f} "
-                  f"(target >= {target}: {'met' if value >= target else 'MISSED'})")
+            print(
+                f"throughput on/off at concurrency 16: {value:.2f} "
+                f"(target >= {target}: {'met' if value >= target else 'MISSED'})"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,22 +265,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=600, help="creates per level")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
     parser.add_argument("--threads", type=int, default=16, help="threads per worker")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="blocks per level and mode, alternating on/off (default 2)")
-    parser.add_argument("--otlp-protocol", choices=("http/protobuf", "grpc"),
-                        default="http/protobuf", help="how the on server exports over OTLP")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="blocks per level and mode, alternating on/off (default 2)",
+    )
+    parser.add_argument(
+        "--otlp-protocol",
+        choices=("http/protobuf", "grpc"),
+        default="http/protobuf",
+        help="how the on server exports over OTLP",
+    )
     parser.add_argument("--seed", type=int, default=16)
-    parser.add_argument("--package-root", default=str(REPO),
-                        help="run the servers from this copy of voltrace (default: the repo)")
+    parser.add_argument(
+        "--package-root",
+        default=str(REPO),
+        help="run the servers from this copy of voltrace (default: the repo)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
     results = run(args)
     print_table(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
-    bad = (results["traces"]["lost_in_files"] or results["traces"]["lost_at_collector"]
-           or any(row[mode]["unexpected_5xx"] or row[mode]["client_errors"]
-                  for row in results["levels"] for mode in MODES))
+    bad = (
+        results["traces"]["lost_in_files"]
+        or results["traces"]["lost_at_collector"]
+        or any(
+            row[mode]["unexpected_5xx"] or row[mode]["client_errors"]
+            for row in results["levels"]
+            for mode in MODES
+        )
+    )
     return 1 if bad else 0
 
 

@@ -64,8 +64,7 @@ def floor_client(sim_port: int) -> Any:
     http = requests.Session()
     http.trust_env = False
     session = ks_session.Session(auth=token_endpoint.Token(url, BENCH_TOKEN), session=http)
-    return cinder_client.Client("3.0", session=session, endpoint_override=url,
-                                connect_retries=3)
+    return cinder_client.Client("3.0", session=session, endpoint_override=url, connect_retries=3)
 
 
 def floor_create(client: Any) -> None:
@@ -86,10 +85,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         off, _ = start_serve(workdir, "off", sim, telemetry=False)
         procs.append(off)
 
-        headers = identity_headers(user_id="bench-user", project_id=BENCH_PROJECT,
-                                   token=BENCH_TOKEN)
-        clients = {"on": NovaClient(f"http://127.0.0.1:{on.port}"),
-                   "off": NovaClient(f"http://127.0.0.1:{off.port}")}
+        headers = identity_headers(
+            user_id="bench-user", project_id=BENCH_PROJECT, token=BENCH_TOKEN
+        )
+        clients = {
+            "on": NovaClient(f"http://127.0.0.1:{on.port}"),
+            "off": NovaClient(f"http://127.0.0.1:{off.port}"),
+        }
         cinder = floor_client(sim.port)
         request_ids: list[str] = []
 
@@ -118,8 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             order = list(MODES)
             rng.shuffle(order)
             for mode in order:
-                cpu_before = (servers[mode].cpu_seconds() if mode in servers
-                              else time.process_time())
+                cpu_before = servers[mode].cpu_seconds() if mode in servers else time.process_time()
                 sim_before = sim.cpu_seconds()
                 samples = latencies[mode]
                 for _ in range(args.per_round):
@@ -127,8 +128,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     one(mode)
                     samples.append(time.perf_counter() - t0)
                 sim_cpu[mode] += sim.cpu_seconds() - sim_before
-                cpu[mode] += ((servers[mode].cpu_seconds() if mode in servers
-                               else time.process_time()) - cpu_before)
+                cpu[mode] += (
+                    servers[mode].cpu_seconds() if mode in servers else time.process_time()
+                ) - cpu_before
         elapsed = time.monotonic() - started
         for client in clients.values():
             client.close()
@@ -138,11 +140,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         spans = read_otlp_spans([on_files["traces"]])
         measured_ids = request_ids[warm_ids:]
         file_check = check_traces(spans, request_ids, with_cinder=False)
-        collector_spans = collector.wait_for_spans(
-            lambda got: len(got) >= file_check.spans, timeout=20) if file_check.spans else []
+        collector_spans = (
+            collector.wait_for_spans(lambda got: len(got) >= file_check.spans, timeout=20)
+            if file_check.spans
+            else []
+        )
 
-    results: dict[str, Any] = {"elapsed_s": round(elapsed, 1), "rounds": args.rounds,
-                               "per_round": args.per_round, "modes": {}}
+    results: dict[str, Any] = {
+        "elapsed_s": round(elapsed, 1),
+        "rounds": args.rounds,
+        "per_round": args.per_round,
+        "modes": {},
+    }
     for mode in MODES:
         stats = summarise(latencies[mode])
         n = len(latencies[mode])
@@ -159,9 +168,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "off/floor p50": m["off"]["p50_ms"] / m["floor"]["p50_ms"],
     }
     results["traces"] = {
-        "creates_traced": len(request_ids), "measured": len(measured_ids),
-        "complete_in_file": file_check.complete, "lost": file_check.lost,
-        "spans_in_file": file_check.spans, "spans_at_collector": len(collector_spans),
+        "creates_traced": len(request_ids),
+        "measured": len(measured_ids),
+        "complete_in_file": file_check.complete,
+        "lost": file_check.lost,
+        "spans_in_file": file_check.spans,
+        "spans_at_collector": len(collector_spans),
     }
     results["workdir"] = str(workdir)
     return results
@@ -169,26 +181,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(results: dict[str, Any]) -> None:
     m = results["modes"]
-    print(f"\nvoltrace overhead: {results['rounds']} interleaved rounds x "
-          f"{results['per_round']} creates per mode ({results['elapsed_s']} s)")
-    print(f"{'mode':<7}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}"
-          f"{'CPU ms/create':>15}{'sim CPU ms':>12}")
+    print(
+        f"\nvoltrace overhead: {results['rounds']} interleaved rounds x "
+        f"{results['per_round']} creates per mode ({results['elapsed_s']} s)"
+    )
+    print(
+        f"{'mode':<7}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}"
+        f"{'CPU ms/create':>15}{'sim CPU ms':>12}"
+    )
     for mode in MODES:
         s = m[mode]
-        print(f"{mode:<7}{s['n']:>6}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}{s['mean_ms']:>9.2f}"
-              f"{s['cpu_ms']:>15.2f}{s['sim_cpu_ms']:>12.2f}")
+        print(
+            f"{mode:<7}{s['n']:>6}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}{s['mean_ms']:>9.2f}"
+            f"{s['cpu_ms']:>15.2f}{s['sim_cpu_ms']:>12.2f}"
+        )
     r = results["ratios"]
     targets = {"on/off p50": 1.10, "on/floor p50": 2.0}
     print()
     for name, value in r.items():
         target = targets.get(name)
-        verdict = "" if target is None else (
-            f"  (target <= {target:.2f}: {'met' if value <= target else 'MISSED'})")
+        verdict = (
+            ""
+            if target is None
+            else (f"  (target <= {target:.2f}: {'met' if value <= target else 'MISSED'})")
+        )
         print(f"{name:<14}{value:>6.2f}{verdict}")
     t = results["traces"]
-    print(f"\ntraces: {t['complete_in_file']}/{t['creates_traced']} complete in the file "
-          f"(lost {t['lost']}); {t['spans_in_file']} spans in the file, "
-          f"{t['spans_at_collector']} at the rotel collector")
+    print(
+        f"\ntraces: {t['complete_in_file']}/{t['creates_traced']} complete in the file "
+        f"(lost {t['lost']}); {t['spans_in_file']} spans in the file, "
+        f"{t['spans_at_collector']} at the rotel collector"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,8 +48,12 @@ MEMBER_PROJECT = "a1ce0000000000000000000000000001"
 
 
 def member_headers(project_id: str = MEMBER_PROJECT, **overrides: Any) -> dict[str, str]:
-    values = {"user_id": "u-member", "project_id": project_id, "roles": "member,reader",
-              "token": TEST_TOKEN}
+    values = {
+        "user_id": "u-member",
+        "project_id": project_id,
+        "roles": "member,reader",
+        "token": TEST_TOKEN,
+    }
     values.update(overrides)
     return identity_headers(**values)
 
@@ -58,9 +62,11 @@ def set_volume_quota(sim: CinderSimulator, project_id: str, volumes: int) -> Non
     """Through the simulator's os-quota-sets API, as an operator would."""
     client = NovaClient(sim.url)
     answer = client.request(
-        "PUT", f"/v3/{project_id}/os-quota-sets/{project_id}",
+        "PUT",
+        f"/v3/{project_id}/os-quota-sets/{project_id}",
         json.dumps({"quota_set": {"volumes": volumes}}).encode(),
-        {"Content-Type": "application/json", "X-Auth-Token": "admin"})
+        {"Content-Type": "application/json", "X-Auth-Token": "admin"},
+    )
     client.close()
     assert answer.status == 200, answer.body
 
@@ -69,14 +75,18 @@ def set_volume_quota(sim: CinderSimulator, project_id: str, volumes: int) -> Non
 def telemetry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Telemetry]:
     """nova-api's telemetry for the whole session: spans and logs, exported to files."""
     out = tmp_path_factory.mktemp("telemetry")
-    nova = Telemetry.create(TelemetryConfig(
-        service_name="nova-api", use_env_service_name=False,
-        traces_file=str(out / "traces.jsonl"), log_file=str(out / "logs.jsonl"),
-        log_format="json",
-        # The suite's callers send known traceparents and expect them continued; the
-        # untrusted default is tested in test_secrets.py with its own Telemetry.
-        trust_incoming_trace_context=True,
-    ))
+    nova = Telemetry.create(
+        TelemetryConfig(
+            service_name="nova-api",
+            use_env_service_name=False,
+            traces_file=str(out / "traces.jsonl"),
+            log_file=str(out / "logs.jsonl"),
+            log_format="json",
+            # The suite's callers send known traceparents and expect them continued; the
+            # untrusted default is tested in test_secrets.py with its own Telemetry.
+            trust_incoming_trace_context=True,
+        )
+    )
     yield nova
     nova.shutdown()
 
@@ -92,8 +102,9 @@ def cinder_telemetry(telemetry: Telemetry) -> Iterator[Telemetry]:
 @pytest.fixture
 def sim(cinder_telemetry: Telemetry) -> Iterator[CinderSimulator]:
     """A fresh deterministic Cinder simulator, traced as cinder-api."""
-    with CinderSimulator(deterministic=True,
-                         tracer_provider=cinder_telemetry.tracer_provider) as simulator:
+    with CinderSimulator(
+        deterministic=True, tracer_provider=cinder_telemetry.tracer_provider
+    ) as simulator:
         yield simulator
 
 
@@ -115,10 +126,12 @@ class Nova:
         self.clients.append(client)
         return client
 
-    def create(self, volume: dict | None = None, *, headers: dict[str, str] | None = None,
-               **kwargs: Any) -> Any:
+    def create(
+        self, volume: dict | None = None, *, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> Any:
         return self.client().create_volume(
-            volume, headers=member_headers() if headers is None else headers, **kwargs)
+            volume, headers=member_headers() if headers is None else headers, **kwargs
+        )
 
 
 @pytest.fixture
@@ -128,7 +141,8 @@ def start_nova(sim: CinderSimulator, telemetry: Telemetry) -> Iterator[Any]:
 
     def start(**options: Any) -> Nova:
         cinder = options.pop("cinder", None) or CinderSettings(
-            endpoint_template=sim.endpoint_template, http_retries=0)
+            endpoint_template=sim.endpoint_template, http_retries=0
+        )
         config = ServeConfig(cinder=cinder, **options)
         server = EmbeddedServer(build_service(config, telemetry)).start()
         nova = Nova(server, sim, config)

@@ -32,10 +32,15 @@ CLIENT_EXCEPTION = "cinderclient.exceptions.ClientException"
 def metered() -> Iterator[tuple[Telemetry, InMemoryMetricReader]]:
     """nova-api telemetry whose metrics can be read back in the test."""
     reader = InMemoryMetricReader()
-    telemetry = Telemetry.create(TelemetryConfig(
-        service_name="nova-api", use_env_service_name=False, metric_readers=[reader],
-        log_stream=io.StringIO(), log_format="json",
-    ))
+    telemetry = Telemetry.create(
+        TelemetryConfig(
+            service_name="nova-api",
+            use_env_service_name=False,
+            metric_readers=[reader],
+            log_stream=io.StringIO(),
+            log_format="json",
+        )
+    )
     yield telemetry, reader
     telemetry.shutdown()
 
@@ -47,8 +52,12 @@ def serve(sim: CinderSimulator, metered: Any) -> Iterator[Any]:
     telemetry, _ = metered
 
     def start(timeout: float | None = None, retries: int = 0) -> NovaClient:
-        settings = CinderSettings(endpoint_template=sim.endpoint_template, http_retries=retries,
-                                  timeout=timeout, connect_retry_delay=0.01)
+        settings = CinderSettings(
+            endpoint_template=sim.endpoint_template,
+            http_retries=retries,
+            timeout=timeout,
+            connect_retry_delay=0.01,
+        )
         server = EmbeddedServer(build_service(ServeConfig(cinder=settings), telemetry)).start()
         servers.append(server)
         return NovaClient(server.url)
@@ -75,12 +84,22 @@ def counter(reader: InMemoryMetricReader, name: str, **attributes: str) -> float
 
 def stage_span(captured: Any, request_id: str, name: str) -> Any:
     trace = captured.complete_trace(request_id)
-    return next(s for s in trace if s.name == name
-                and (s.attributes or {}).get("voltrace.stage") == name)
+    return next(
+        s for s in trace if s.name == name and (s.attributes or {}).get("voltrace.stage") == name
+    )
 
 
-def check_failure(captured: Any, reader: InMemoryMetricReader, response: Any, before: float, *,
-                  status: int, body: dict, stage: str, failure_class: str) -> Any:
+def check_failure(
+    captured: Any,
+    reader: InMemoryMetricReader,
+    response: Any,
+    before: float,
+    *,
+    status: int,
+    body: dict,
+    stage: str,
+    failure_class: str,
+) -> Any:
     """Status + fault body, the stage span in ERROR, an error log line and a counted metric."""
     assert response.status == status, response.body
     assert response.json() == body
@@ -95,43 +114,106 @@ def check_failure(captured: Any, reader: InMemoryMetricReader, response: Any, be
     assert len(lines) == 1
     assert lines[0]["failure_class"] == failure_class
     assert lines[0]["level"] == ("error" if status >= 500 else "warning")
-    after = counter(reader, "voltrace.creates", failure_class=failure_class, failed_stage=stage,
-                    http_status=str(status))
+    after = counter(
+        reader,
+        "voltrace.creates",
+        failure_class=failure_class,
+        failed_stage=stage,
+        http_status=str(status),
+    )
     assert after == before + 1
     return span
 
 
-def creates_so_far(reader: InMemoryMetricReader, failure_class: str, stage: str,
-                   status: int) -> float:
-    return counter(reader, "voltrace.creates", failure_class=failure_class, failed_stage=stage,
-                   http_status=str(status))
+def creates_so_far(
+    reader: InMemoryMetricReader, failure_class: str, stage: str, status: int
+) -> float:
+    return counter(
+        reader,
+        "voltrace.creates",
+        failure_class=failure_class,
+        failed_stage=stage,
+        http_status=str(status),
+    )
 
 
 FAULTS = [
     # (id, faults, status, body, failing stage, failure class)
-    ("reset on POST", [Fault("volumes.create", action="reset")], 500,
-     UNEXPECTED.format(CONNECTION_FAILED), "call_cinder", "cinder_unreachable"),
-    ("dropped POST", [Fault("volumes.create", action="drop")], 500,
-     UNEXPECTED.format(CONNECTION_FAILED), "call_cinder", "cinder_unreachable"),
-    ("reset on the lazy GET", [Fault("volumes.get", action="reset")], 500,
-     UNEXPECTED.format(CONNECTION_FAILED), "call_cinder", "cinder_unreachable"),
-    ("garbage JSON", [Fault("volumes.create", action="garbage")], 500,
-     UNEXPECTED.format("TypeError"), "call_cinder", "cinder_bad_response"),
-    ("truncated JSON", [Fault("volumes.create", action="truncated")], 500,
-     UNEXPECTED.format("TypeError"), "call_cinder", "cinder_bad_response"),
-    ("500 on POST", [Fault("volumes.create", status=500)], 500,
-     UNEXPECTED.format(CLIENT_EXCEPTION), "call_cinder", "cinder_server_error"),
-    ("503 on POST", [Fault("volumes.create", status=503)], 500,
-     UNEXPECTED.format(CLIENT_EXCEPTION), "call_cinder", "cinder_server_error"),
-    ("502 garbage on the lazy GET", [Fault("volumes.get", status=502, action="garbage")], 500,
-     UNEXPECTED.format(CLIENT_EXCEPTION), "call_cinder", "cinder_server_error"),
+    (
+        "reset on POST",
+        [Fault("volumes.create", action="reset")],
+        500,
+        UNEXPECTED.format(CONNECTION_FAILED),
+        "call_cinder",
+        "cinder_unreachable",
+    ),
+    (
+        "dropped POST",
+        [Fault("volumes.create", action="drop")],
+        500,
+        UNEXPECTED.format(CONNECTION_FAILED),
+        "call_cinder",
+        "cinder_unreachable",
+    ),
+    (
+        "reset on the lazy GET",
+        [Fault("volumes.get", action="reset")],
+        500,
+        UNEXPECTED.format(CONNECTION_FAILED),
+        "call_cinder",
+        "cinder_unreachable",
+    ),
+    (
+        "garbage JSON",
+        [Fault("volumes.create", action="garbage")],
+        500,
+        UNEXPECTED.format("TypeError"),
+        "call_cinder",
+        "cinder_bad_response",
+    ),
+    (
+        "truncated JSON",
+        [Fault("volumes.create", action="truncated")],
+        500,
+        UNEXPECTED.format("TypeError"),
+        "call_cinder",
+        "cinder_bad_response",
+    ),
+    (
+        "500 on POST",
+        [Fault("volumes.create", status=500)],
+        500,
+        UNEXPECTED.format(CLIENT_EXCEPTION),
+        "call_cinder",
+        "cinder_server_error",
+    ),
+    (
+        "503 on POST",
+        [Fault("volumes.create", status=503)],
+        500,
+        UNEXPECTED.format(CLIENT_EXCEPTION),
+        "call_cinder",
+        "cinder_server_error",
+    ),
+    (
+        "502 garbage on the lazy GET",
+        [Fault("volumes.get", status=502, action="garbage")],
+        500,
+        UNEXPECTED.format(CLIENT_EXCEPTION),
+        "call_cinder",
+        "cinder_server_error",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("faults", "status", "message", "stage", "failure_class"),
-                         [f[1:] for f in FAULTS], ids=[f[0] for f in FAULTS])
-def test_transport_and_server_faults(serve, sim, metered, captured, faults, status, message,
-                                     stage, failure_class):
+@pytest.mark.parametrize(
+    ("faults", "status", "message", "stage", "failure_class"),
+    [f[1:] for f in FAULTS],
+    ids=[f[0] for f in FAULTS],
+)
+def test_transport_and_server_faults(
+    serve, sim, metered, captured, faults, status, message, stage, failure_class
+):
     """Each Cinder fault gives Nova's status and fault, an ERROR stage span, a log and a metric."""
     _, reader = metered
     client = serve()
@@ -140,9 +222,16 @@ def test_transport_and_server_faults(serve, sim, metered, captured, faults, stat
     before = creates_so_far(reader, failure_class, stage, status)
     response = client.create_volume({"size": 1}, headers=member_headers())
     client.close()
-    check_failure(captured, reader, response, before, status=status,
-                  body={"computeFault": {"code": 500, "message": message}},
-                  stage=stage, failure_class=failure_class)
+    check_failure(
+        captured,
+        reader,
+        response,
+        before,
+        status=status,
+        body={"computeFault": {"code": 500, "message": message}},
+        stage=stage,
+        failure_class=failure_class,
+    )
 
 
 @pytest.mark.parametrize("route", ["volumes.create", "volumes.get"])
@@ -154,10 +243,16 @@ def test_cinder_timeout(serve, sim, metered, captured, route):
     before = creates_so_far(reader, "cinder_unreachable", "call_cinder", 500)
     response = client.create_volume({"size": 1}, headers=member_headers())
     client.close()
-    span = check_failure(captured, reader, response, before, status=500,
-                         body={"computeFault": {"code": 500,
-                                                "message": UNEXPECTED.format(CONNECTION_FAILED)}},
-                         stage="call_cinder", failure_class="cinder_unreachable")
+    span = check_failure(
+        captured,
+        reader,
+        response,
+        before,
+        status=500,
+        body={"computeFault": {"code": 500, "message": UNEXPECTED.format(CONNECTION_FAILED)}},
+        stage="call_cinder",
+        failure_class="cinder_unreachable",
+    )
     event = next(e for e in span.events if e.name == "exception")
     assert "timed out" in str(event.attributes["exception.message"]).lower()
     # The client span of the timed-out call is in ERROR too, with no HTTP status.
@@ -216,13 +311,20 @@ def test_snapshot_lookup_reset_fails_resolve_snapshot(serve, sim, metered, captu
     snapshot = sim.add_snapshot("a1ce0000000000000000000000000001")
     sim.inject(Fault("snapshots.get", action="reset"))
     before = creates_so_far(reader, "cinder_unreachable", "resolve_snapshot", 500)
-    response = client.create_volume({"size": 1, "snapshot_id": snapshot["id"]},
-                                    headers=member_headers())
+    response = client.create_volume(
+        {"size": 1, "snapshot_id": snapshot["id"]}, headers=member_headers()
+    )
     client.close()
-    check_failure(captured, reader, response, before, status=500,
-                  body={"computeFault": {"code": 500,
-                                         "message": UNEXPECTED.format(CONNECTION_FAILED)}},
-                  stage="resolve_snapshot", failure_class="cinder_unreachable")
+    check_failure(
+        captured,
+        reader,
+        response,
+        before,
+        status=500,
+        body={"computeFault": {"code": 500, "message": UNEXPECTED.format(CONNECTION_FAILED)}},
+        stage="resolve_snapshot",
+        failure_class="cinder_unreachable",
+    )
     assert not [r for r in sim.recorded if r.method == "POST"]
 
 
@@ -231,7 +333,8 @@ def test_server_keeps_serving_after_faults(serve, sim):
     client = serve()
     sim.inject(Fault("volumes.create", action="reset", times=2))
     sim.inject(Fault("volumes.get", action="garbage", times=2))
-    statuses = [client.create_volume({"size": 1}, headers=member_headers()).status
-                for _ in range(5)]
+    statuses = [
+        client.create_volume({"size": 1}, headers=member_headers()).status for _ in range(5)
+    ]
     client.close()
     assert statuses == [500, 500, 500, 500, 200]

@@ -13,8 +13,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "voltrace", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "voltrace", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def assert_one_line_error(answer: subprocess.CompletedProcess[str], expected: str) -> None:
@@ -42,8 +47,9 @@ def test_serve_refuses_a_busy_port_at_once() -> None:
 
 def test_serve_refuses_a_missing_nova_conf(tmp_path: Path) -> None:
     """--config-file that does not exist is one line."""
-    assert_one_line_error(run("serve", "--config-file", str(tmp_path / "nova.conf")),
-                          "does not exist")
+    assert_one_line_error(
+        run("serve", "--config-file", str(tmp_path / "nova.conf")), "does not exist"
+    )
 
 
 def test_serve_refuses_an_invalid_option_in_nova_conf(tmp_path: Path) -> None:

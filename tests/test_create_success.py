@@ -10,18 +10,46 @@ from tests.conftest import TEST_TOKEN, member_headers
 from voltrace.client import NovaClient
 
 REQ_ID = re.compile(r"^req-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-RESPONSE_KEYS = ["id", "status", "size", "availabilityZone", "createdAt", "attachments",
-                 "displayName", "displayDescription", "volumeType", "snapshotId", "metadata"]
-CINDER_BODY_KEYS = ["size", "consistencygroup_id", "snapshot_id", "name", "description",
-                    "volume_type", "availability_zone", "metadata", "imageRef", "source_volid",
-                    "backup_id"]
+RESPONSE_KEYS = [
+    "id",
+    "status",
+    "size",
+    "availabilityZone",
+    "createdAt",
+    "attachments",
+    "displayName",
+    "displayDescription",
+    "volumeType",
+    "snapshotId",
+    "metadata",
+]
+CINDER_BODY_KEYS = [
+    "size",
+    "consistencygroup_id",
+    "snapshot_id",
+    "name",
+    "description",
+    "volume_type",
+    "availability_zone",
+    "metadata",
+    "imageRef",
+    "source_volid",
+    "backup_id",
+]
 
 
 def test_response_body_fields_and_order(nova):
     """The 200 body has Nova's 11 keys, in Nova's order, built from Cinder's POST answer."""
-    response = nova.create({"size": 2, "display_name": "db", "display_description": "data",
-                            "availability_zone": "nova", "volume_type": "lvmdriver-1",
-                            "metadata": {"tier": "gold"}})
+    response = nova.create(
+        {
+            "size": 2,
+            "display_name": "db",
+            "display_description": "data",
+            "availability_zone": "nova",
+            "volume_type": "lvmdriver-1",
+            "metadata": {"tier": "gold"},
+        }
+    )
     assert response.status == 200
     body = json.loads(response.body)
     volume = body["volume"]
@@ -82,14 +110,28 @@ def test_cinder_receives_novas_post_and_lazy_get(nova):
     volume_id = response.json()["volume"]["id"]
     post, get = nova.sim.recorded
     assert (post.method, post.path) == ("POST", "/v3/a1ce0000000000000000000000000001/volumes")
-    assert (get.method, get.path) == ("GET", f"/v3/a1ce0000000000000000000000000001/volumes/{volume_id}")
+    assert (get.method, get.path) == (
+        "GET",
+        f"/v3/a1ce0000000000000000000000000001/volumes/{volume_id}",
+    )
     assert get.body == b""
     body = post.json()
     assert list(body["volume"]) == CINDER_BODY_KEYS
-    assert body == {"volume": {
-        "size": 3, "consistencygroup_id": None, "snapshot_id": None, "name": "",
-        "description": None, "volume_type": None, "availability_zone": None,
-        "metadata": {"a": "b"}, "imageRef": None, "source_volid": None, "backup_id": None}}
+    assert body == {
+        "volume": {
+            "size": 3,
+            "consistencygroup_id": None,
+            "snapshot_id": None,
+            "name": "",
+            "description": None,
+            "volume_type": None,
+            "availability_zone": None,
+            "metadata": {"a": "b"},
+            "imageRef": None,
+            "source_volid": None,
+            "backup_id": None,
+        }
+    }
 
 
 def test_cinder_receives_the_users_token_and_novas_headers(nova):
@@ -113,16 +155,18 @@ def test_cinder_receives_the_users_token_and_novas_headers(nova):
 def test_valid_incoming_global_request_id_is_sent_to_cinder(nova):
     """A valid X-OpenStack-Request-ID becomes the global id Cinder sees."""
     global_id = f"req-{uuid.uuid4()}"
-    response = nova.create({"size": 1},
-                           headers={**member_headers(), "X-OpenStack-Request-ID": global_id})
+    response = nova.create(
+        {"size": 1}, headers={**member_headers(), "X-OpenStack-Request-ID": global_id}
+    )
     assert response.header("x-openstack-request-id") != global_id
     assert nova.sim.recorded[0].headers["X-OpenStack-Request-ID"] == global_id
 
 
 def test_malformed_incoming_global_request_id_is_dropped(nova):
     """An id not shaped req-<uuid> is ignored; Cinder sees nova's own request id."""
-    response = nova.create({"size": 1},
-                           headers={**member_headers(), "X-OpenStack-Request-ID": "req-nope"})
+    response = nova.create(
+        {"size": 1}, headers={**member_headers(), "X-OpenStack-Request-ID": "req-nope"}
+    )
     request_id = response.header("x-openstack-request-id")
     assert nova.sim.recorded[0].headers["X-OpenStack-Request-ID"] == request_id
 
@@ -138,8 +182,12 @@ def test_volume_is_visible_in_the_simulator(nova):
     """The created volume exists in Cinder afterwards."""
     volume_id = nova.create({"size": 1}).json()["volume"]["id"]
     cinder = NovaClient(nova.sim.url)
-    shown = cinder.request("GET", f"/v3/a1ce0000000000000000000000000001/volumes/{volume_id}", None,
-                           {"X-Auth-Token": TEST_TOKEN})
+    shown = cinder.request(
+        "GET",
+        f"/v3/a1ce0000000000000000000000000001/volumes/{volume_id}",
+        None,
+        {"X-Auth-Token": TEST_TOKEN},
+    )
     cinder.close()
     assert shown.status == 200
     assert shown.json()["volume"]["id"] == volume_id

@@ -564,10 +564,14 @@ def exchanges(draw: st.DrawFn) -> Exchange:
     else:
         path = draw(st.sampled_from(CREATE_PATHS))
         # Never GET: GET on these paths is nova's volume list/show (out of scope).
-        method = draw(st.sampled_from(["POST"] * 15 + ["PUT", "PATCH", "DELETE", "OPTIONS",
-                                                       "HEAD", "TRACE"]))
-        if "/os-volumes/" in path and path.rstrip("/") != "/v2.1/os-volumes" and method in (
-                "DELETE", "HEAD"):
+        method = draw(
+            st.sampled_from(["POST"] * 15 + ["PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "TRACE"])
+        )
+        if (
+            "/os-volumes/" in path
+            and path.rstrip("/") != "/v2.1/os-volumes"
+            and method in ("DELETE", "HEAD")
+        ):
             method = "PUT"  # DELETE /os-volumes/{id} is nova's volume delete: out of scope
         body = draw(
             st.one_of(

@@ -28,10 +28,16 @@ from voltrace.errors import FAULT_NAMES
 from voltrace.server import EmbeddedServer, ServeConfig, build_service
 from voltrace.testing import Captured, capture
 
-settings.register_profile("voltrace-ci", max_examples=2000, deadline=None, database=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("voltrace-dev", max_examples=150, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "voltrace-ci",
+    max_examples=2000,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "voltrace-dev", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 PROFILE = settings.get_profile("voltrace-ci" if IN_CI else "voltrace-dev")
 if os.environ.get("VOLTRACE_FUZZ_EXAMPLES"):
     PROFILE = settings(PROFILE, max_examples=int(os.environ["VOLTRACE_FUZZ_EXAMPLES"]))
@@ -39,13 +45,29 @@ if os.environ.get("VOLTRACE_FUZZ_EXAMPLES"):
 PROJECT = "a1ce0000000000000000000000000003"
 MAX_BODY = 114688
 STAGES = ("parse", "authorize", "resolve_snapshot", "derive_size", "call_cinder", "translate")
-VOLUME_KEYS = ["id", "status", "size", "availabilityZone", "createdAt", "attachments",
-               "displayName", "displayDescription", "volumeType", "snapshotId", "metadata"]
+VOLUME_KEYS = [
+    "id",
+    "status",
+    "size",
+    "availabilityZone",
+    "createdAt",
+    "attachments",
+    "displayName",
+    "displayDescription",
+    "volumeType",
+    "snapshotId",
+    "metadata",
+]
 # The 500s Nova itself answers for this endpoint (spec §6): an uncaught Cinder error.
 # internal_error (a voltrace bug) and cinder_bad_response (a healthy Cinder never sends
 # one) are never acceptable.
-SPEC_500 = {"cinder_not_found", "cinder_server_error", "cinder_bad_request",
-            "cinder_unauthorized", "over_quota"}
+SPEC_500 = {
+    "cinder_not_found",
+    "cinder_server_error",
+    "cinder_bad_request",
+    "cinder_unauthorized",
+    "over_quota",
+}
 
 
 # ---------------------------------------------------------------------------
@@ -55,8 +77,11 @@ SPEC_500 = {"cinder_not_found", "cinder_server_error", "cinder_bad_request",
 
 @pytest.fixture(scope="module")
 def fuzz_sim(cinder_telemetry: Any) -> Iterator[CinderSimulator]:
-    with CinderSimulator(deterministic=False, tracer_provider=cinder_telemetry.tracer_provider,
-                         default_quotas={"volumes": -1, "gigabytes": -1}) as simulator:
+    with CinderSimulator(
+        deterministic=False,
+        tracer_provider=cinder_telemetry.tracer_provider,
+        default_quotas={"volumes": -1, "gigabytes": -1},
+    ) as simulator:
         yield simulator
 
 
@@ -69,8 +94,9 @@ def fuzz_captured() -> Iterator[Captured]:
 
 @pytest.fixture(scope="module")
 def fuzz_url(fuzz_sim: CinderSimulator, telemetry: Any) -> Iterator[str]:
-    config = ServeConfig(cinder=CinderSettings(endpoint_template=fuzz_sim.endpoint_template,
-                                               http_retries=0))
+    config = ServeConfig(
+        cinder=CinderSettings(endpoint_template=fuzz_sim.endpoint_template, http_retries=0)
+    )
     with EmbeddedServer(build_service(config, telemetry)) as server:
         yield server.url
 
@@ -81,25 +107,39 @@ def fuzz_url(fuzz_sim: CinderSimulator, telemetry: Any) -> Iterator[str]:
 
 printable = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=30)
 any_text = st.text(max_size=40)
-json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40),
-                         st.floats(allow_nan=False, allow_infinity=False), any_text)
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False, allow_infinity=False),
+    any_text,
+)
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=3),
-                            st.dictionaries(any_text, inner, max_size=3)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(any_text, inner, max_size=3)
+    ),
     max_leaves=8,
 )
 
 sizes = st.one_of(
-    st.integers(-3, 3), st.integers(4, 2**31 + 3), st.just(2**63),
-    st.text("0123456789", max_size=12), st.sampled_from(["01", "1 ", " 1", "1.0", "0", "-1"]),
-    st.sampled_from([1.0, 1.5, 0.0, -1.0, 1e300]), st.booleans(), st.none(), printable,
+    st.integers(-3, 3),
+    st.integers(4, 2**31 + 3),
+    st.just(2**63),
+    st.text("0123456789", max_size=12),
+    st.sampled_from(["01", "1 ", " 1", "1.0", "0", "-1"]),
+    st.sampled_from([1.0, 1.5, 0.0, -1.0, 1e300]),
+    st.booleans(),
+    st.none(),
+    printable,
     st.lists(st.integers(1, 3), max_size=2),
 )
-names = st.one_of(st.none(), any_text, st.text(min_size=250, max_size=300),
-                  st.integers(), st.just(""))
-volume_types = st.one_of(st.sampled_from(["__DEFAULT__", "lvmdriver-1", "no-such-type", ""]),
-                         printable, st.integers())
+names = st.one_of(
+    st.none(), any_text, st.text(min_size=250, max_size=300), st.integers(), st.just("")
+)
+volume_types = st.one_of(
+    st.sampled_from(["__DEFAULT__", "lvmdriver-1", "no-such-type", ""]), printable, st.integers()
+)
 zones = st.one_of(st.sampled_from(["nova", "elsewhere", ""]), printable, st.none())
 metadata = st.one_of(
     st.dictionaries(st.text("abcXYZ09-_:. ", min_size=1, max_size=10), printable, max_size=3),
@@ -107,18 +147,35 @@ metadata = st.one_of(
     json_values,
 )
 # "EXISTING" becomes the id of a real snapshot of the caller's project.
-snapshot_ids = st.one_of(st.just("EXISTING"), st.uuids().map(str), printable,
-                         st.sampled_from(["", "..", "a/b", "x?y=1", "%2e%2e"]), st.integers())
+snapshot_ids = st.one_of(
+    st.just("EXISTING"),
+    st.uuids().map(str),
+    printable,
+    st.sampled_from(["", "..", "a/b", "x?y=1", "%2e%2e"]),
+    st.integers(),
+)
 
-volumes = st.fixed_dictionaries({}, optional={
-    "size": sizes, "display_name": names, "display_description": names,
-    "volume_type": volume_types, "availability_zone": zones, "metadata": metadata,
-    "snapshot_id": snapshot_ids, "imageRef": printable, "name": names,
-})
+volumes = st.fixed_dictionaries(
+    {},
+    optional={
+        "size": sizes,
+        "display_name": names,
+        "display_description": names,
+        "volume_type": volume_types,
+        "availability_zone": zones,
+        "metadata": metadata,
+        "snapshot_id": snapshot_ids,
+        "imageRef": printable,
+        "name": names,
+    },
+)
 documents = st.one_of(
     st.builds(lambda v: {"volume": v}, volumes),
-    st.builds(lambda v, extra: {"volume": v, **extra}, volumes,
-              st.dictionaries(printable, json_values, min_size=1, max_size=2)),
+    st.builds(
+        lambda v, extra: {"volume": v, **extra},
+        volumes,
+        st.dictionaries(printable, json_values, min_size=1, max_size=2),
+    ),
     json_values,
 )
 
@@ -131,25 +188,52 @@ def encode(document: Any, how: str) -> bytes:
 
 
 oversized = st.integers(-40, 40).map(
-    lambda delta: b'{"volume": {"size": 1, "display_name": "'
-    + b"x" * (MAX_BODY - 40 + delta) + b'"}}')
+    lambda delta: (
+        b'{"volume": {"size": 1, "display_name": "' + b"x" * (MAX_BODY - 40 + delta) + b'"}}'
+    )
+)
 bodies = st.one_of(
     st.builds(encode, documents, st.sampled_from(["ascii", "utf-8", "utf-8", "utf-16"])),
     st.binary(max_size=64),
-    st.sampled_from([b"", b"{", b"null", b"[]", b'{"volume": {"size": 1}', b"\xff\xfe",
-                     b'{"volume": {"size": 1}}\x00', b'{"volume": {"size": NaN}}']),
+    st.sampled_from(
+        [
+            b"",
+            b"{",
+            b"null",
+            b"[]",
+            b'{"volume": {"size": 1}',
+            b"\xff\xfe",
+            b'{"volume": {"size": 1}}\x00',
+            b'{"volume": {"size": NaN}}',
+        ]
+    ),
     oversized,
 )
 
-content_types = st.one_of(st.none(), st.sampled_from([
-    "application/json", "application/json; charset=UTF-8", "APPLICATION/JSON",
-    "application/vnd.openstack.compute+json", "text/plain", "", "application/xml",
-    "multipart/form-data; boundary=x", "application/json;", "*/*", "text/html",
-]), printable)
+content_types = st.one_of(
+    st.none(),
+    st.sampled_from(
+        [
+            "application/json",
+            "application/json; charset=UTF-8",
+            "APPLICATION/JSON",
+            "application/vnd.openstack.compute+json",
+            "text/plain",
+            "",
+            "application/xml",
+            "multipart/form-data; boundary=x",
+            "application/json;",
+            "*/*",
+            "text/html",
+        ]
+    ),
+    printable,
+)
 versions = st.one_of(
     st.integers(1, 40).map(lambda minor: f"2.{minor}"),
-    st.sampled_from(["2.0", "2.104", "2.105", "3.0", "1.1", "latest", "2.abc", "2", "2.01",
-                     "", " 2.1", "2.1.1"]),
+    st.sampled_from(
+        ["2.0", "2.104", "2.105", "3.0", "1.1", "latest", "2.abc", "2", "2.01", "", " 2.1", "2.1.1"]
+    ),
     printable,
 )
 microversion_headers = st.one_of(
@@ -157,28 +241,50 @@ microversion_headers = st.one_of(
     st.builds(lambda v: {"OpenStack-API-Version": f"compute {v}"}, versions),
     st.builds(lambda v: {"OpenStack-API-Version": f"volume {v}"}, versions),
     st.builds(lambda v: {"X-OpenStack-Nova-API-Version": v}, versions),
-    st.builds(lambda a, b: {"OpenStack-API-Version": f"compute {a}",
-                            "X-OpenStack-Nova-API-Version": b}, versions, versions),
+    st.builds(
+        lambda a, b: {"OpenStack-API-Version": f"compute {a}", "X-OpenStack-Nova-API-Version": b},
+        versions,
+        versions,
+    ),
     st.builds(lambda v: {"OpenStack-API-Version": v}, printable),
 )
 good_identity = st.just({"X-User-Id": "u-fuzz", "X-Project-Id": PROJECT, "X-Roles": "member"})
-odd_identity = st.fixed_dictionaries({}, optional={
-    "X-User-Id": st.one_of(st.just("u-fuzz"), printable),
-    "X-Project-Id": st.one_of(st.just(PROJECT), printable),
-    "X-Roles": st.one_of(st.sampled_from(["member", "reader", "admin", "member,reader",
-                                          "", "Member", "admin,reader"]), printable),
-})
-extra_headers = st.fixed_dictionaries({}, optional={
-    "X-Service-Catalog": st.sampled_from(["[]", "{not json", json.dumps([{
-        "type": "volumev3", "endpoints": [{"publicURL": "http://127.0.0.1:1/v3/x"}]}])]),
-    "X-OpenStack-Request-ID": st.one_of(st.uuids().map(lambda u: f"req-{u}"), printable),
-    "Accept": st.sampled_from(["application/json", "text/html", "*/*", "application/xml",
-                               "text/plain", ""]),
-})
+odd_identity = st.fixed_dictionaries(
+    {},
+    optional={
+        "X-User-Id": st.one_of(st.just("u-fuzz"), printable),
+        "X-Project-Id": st.one_of(st.just(PROJECT), printable),
+        "X-Roles": st.one_of(
+            st.sampled_from(
+                ["member", "reader", "admin", "member,reader", "", "Member", "admin,reader"]
+            ),
+            printable,
+        ),
+    },
+)
+extra_headers = st.fixed_dictionaries(
+    {},
+    optional={
+        "X-Service-Catalog": st.sampled_from(
+            [
+                "[]",
+                "{not json",
+                json.dumps(
+                    [{"type": "volumev3", "endpoints": [{"publicURL": "http://127.0.0.1:1/v3/x"}]}]
+                ),
+            ]
+        ),
+        "X-OpenStack-Request-ID": st.one_of(st.uuids().map(lambda u: f"req-{u}"), printable),
+        "Accept": st.sampled_from(
+            ["application/json", "text/html", "*/*", "application/xml", "text/plain", ""]
+        ),
+    },
+)
 
 
-def weighted(draw: st.DrawFn, usual: st.SearchStrategy, unusual: st.SearchStrategy,
-             unusual_share: int = 3) -> Any:
+def weighted(
+    draw: st.DrawFn, usual: st.SearchStrategy, unusual: st.SearchStrategy, unusual_share: int = 3
+) -> Any:
     """Draw ``unusual`` about unusual_share times in ten, else ``usual``: most requests
     should get far enough to reach the schema, the policy and Cinder."""
     return draw(unusual if draw(st.integers(0, 9)) < unusual_share else usual)
@@ -192,17 +298,19 @@ paths = st.one_of(
 )
 
 
-sane_volumes = st.fixed_dictionaries({"size": st.one_of(st.integers(1, 20),
-                                                      st.sampled_from(["1", "02", 1.0]))},
-                                     optional={
-    "display_name": any_text,
-    "display_description": any_text,
-    "volume_type": st.sampled_from(["__DEFAULT__", "lvmdriver-1", "no-such-type"]),
-    "availability_zone": st.just("nova"),
-    "metadata": st.dictionaries(st.text("abcXYZ09-_:. ", min_size=1, max_size=10), printable,
-                                max_size=3),
-    "snapshot_id": st.just("EXISTING"),
-})
+sane_volumes = st.fixed_dictionaries(
+    {"size": st.one_of(st.integers(1, 20), st.sampled_from(["1", "02", 1.0]))},
+    optional={
+        "display_name": any_text,
+        "display_description": any_text,
+        "volume_type": st.sampled_from(["__DEFAULT__", "lvmdriver-1", "no-such-type"]),
+        "availability_zone": st.just("nova"),
+        "metadata": st.dictionaries(
+            st.text("abcXYZ09-_:. ", min_size=1, max_size=10), printable, max_size=3
+        ),
+        "snapshot_id": st.just("EXISTING"),
+    },
+)
 
 
 @st.composite
@@ -237,8 +345,9 @@ def send(url: str, request: dict[str, Any]) -> Any:
     client = NovaClient(url, timeout=30)
     try:
         # http.client adds no Content-Type of its own; ours is exactly what was drawn.
-        return client.request("POST", request["path"], body=request["body"],
-                              headers=request["headers"])
+        return client.request(
+            "POST", request["path"], body=request["body"], headers=request["headers"]
+        )
     finally:
         client.close()
 
@@ -279,7 +388,9 @@ def check_answer(response: Any, request: dict[str, Any], server: Any) -> None:
     assert attributes["http.response.status_code"] == status
     failure_class = attributes["voltrace.failure_class"]
     assert failure_class != "internal_error" or _bad_catalog(request) or _unparseable(request), (
-        status, text)
+        status,
+        text,
+    )
 
     if status == 200:
         volume = response.json()["volume"]
@@ -305,7 +416,8 @@ def check_answer(response: Any, request: dict[str, Any], server: Any) -> None:
             assert status == 500, (status, text)
             assert failure_class in SPEC_500, (failure_class, text)
             assert inner["message"].startswith(
-                "Unexpected API Error. Please contact the administrator\n<class '")
+                "Unexpected API Error. Please contact the administrator\n<class '"
+            )
     if len(request["body"]) > MAX_BODY:
         assert status == 413
 
@@ -326,7 +438,7 @@ def check_trace(captured: Any, response: Any) -> Any:
         # stage (if any) is the last one.
         (pipeline_span,) = pipeline
         stages = [s.name for s in captured.children(pipeline_span)]
-        assert stages == list(STAGES[:len(stages)])
+        assert stages == list(STAGES[: len(stages)])
         failed = server.attributes["voltrace.failed_stage"]
         assert (failed == "none" and stages == list(STAGES)) or stages[-1] == failed
     return server
@@ -341,13 +453,15 @@ MEMBER = {"X-User-Id": "u", "X-Project-Id": PROJECT, "X-Roles": "member"}
 
 @given(request=requests())
 @example(request=_fixed("/v2.1/os-volumes", b'{"volume": {"size": 1}}', **MEMBER))
-@example(request=_fixed("/v2.1/os-volumes", b'{"volume": {"size": 1, "volume_type": "x"}}',
-                        **MEMBER))
+@example(
+    request=_fixed("/v2.1/os-volumes", b'{"volume": {"size": 1, "volume_type": "x"}}', **MEMBER)
+)
 @example(request=_fixed("/v2.1/os-volumes", b"x" * (MAX_BODY + 1), **MEMBER))
 @example(request=_fixed("/v2.1/os-volumes", b"{}"))
 @PROFILE
-def test_any_request_gets_nova_answer_and_complete_trace(fuzz_url, fuzz_sim, fuzz_captured,
-                                                         request):
+def test_any_request_gets_nova_answer_and_complete_trace(
+    fuzz_url, fuzz_sim, fuzz_captured, request
+):
     """Any method of calling os-volumes: Nova's answer, no traceback, complete trace."""
     body = request["body"]
     if b"EXISTING" in body:

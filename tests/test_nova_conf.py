@@ -33,13 +33,19 @@ def test_novas_defaults_when_the_file_says_nothing(tmp_path: Path) -> None:
 
 def test_cinder_and_tls_options_are_read_from_their_sections(tmp_path: Path) -> None:
     """[cinder] carries nova's own options and keystoneauth's session options."""
-    conf = nova_conf.load(write(tmp_path, (
-        "[cinder]\nendpoint_template = http://cinder:8776/v3/%(project_id)s\n"
-        "http_retries = 1\ntimeout = 30\ncafile = /etc/ssl/ca.pem\n"
-        "os_region_name = RegionTwo\n"
-        "[oslo_policy]\npolicy_file = nova-policy.yaml\n"
-        "[oslo_middleware]\nmax_request_body_size = 2048\n"
-        "[database]\nconnection = mysql+pymysql://nova:secret@db/nova\n")))
+    conf = nova_conf.load(
+        write(
+            tmp_path,
+            (
+                "[cinder]\nendpoint_template = http://cinder:8776/v3/%(project_id)s\n"
+                "http_retries = 1\ntimeout = 30\ncafile = /etc/ssl/ca.pem\n"
+                "os_region_name = RegionTwo\n"
+                "[oslo_policy]\npolicy_file = nova-policy.yaml\n"
+                "[oslo_middleware]\nmax_request_body_size = 2048\n"
+                "[database]\nconnection = mysql+pymysql://nova:secret@db/nova\n"
+            ),
+        )
+    )
     assert conf.cinder.endpoint_template == "http://cinder:8776/v3/%(project_id)s"
     assert (conf.cinder.http_retries, conf.cinder.timeout) == (1, 30.0)
     assert conf.cinder.cafile == "/etc/ssl/ca.pem"
@@ -57,9 +63,12 @@ def test_invalid_values_are_refused_with_the_option_named(tmp_path: Path) -> Non
 def test_a_server_built_from_nova_conf_talks_to_its_cinder(tmp_path: Path) -> None:
     """The endpoint_template from nova.conf is where the create goes."""
     with CinderSimulator(deterministic=True) as sim:
-        conf = nova_conf.load(write(tmp_path, (
-            f"[cinder]\nendpoint_template = {sim.endpoint_template}\n"
-            "http_retries = 0\n")))
+        conf = nova_conf.load(
+            write(
+                tmp_path,
+                (f"[cinder]\nendpoint_template = {sim.endpoint_template}\nhttp_retries = 0\n"),
+            )
+        )
         config = ServeConfig(cinder=conf.cinder, policy_file=conf.policy_file)
         with EmbeddedServer(build_service(config)) as server:
             client = NovaClient(server.url)

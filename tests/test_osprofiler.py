@@ -95,8 +95,10 @@ def test_osprofiler_itself_accepts_the_headers_and_maps_back_the_ids(tmp_path):
         require(False, f"cinder venv (which holds osprofiler) cannot be built: {exc}")
         raise
     ids = [*EDGE_IDS, *((uuid.uuid4().int, uuid.uuid4().int >> 64) for _ in range(20))]
-    cases = [{"trace_id": t, "span_id": s, "headers": signed_headers(t, s, TEST_HMAC_KEY)}
-             for t, s in ids]
+    cases = [
+        {"trace_id": t, "span_id": s, "headers": signed_headers(t, s, TEST_HMAC_KEY)}
+        for t, s in ids
+    ]
     script = """
 import json, sys
 from osprofiler import _utils, web
@@ -117,13 +119,26 @@ for case in json.load(sys.stdin):
     })
 json.dump(out, sys.stdout)
 """
-    result = subprocess.run([str(venv / "bin" / "python"), "-c", script, TEST_HMAC_KEY],
-                            input=json.dumps(cases), capture_output=True, text=True,
-                            timeout=60, check=True, env={"PATH": os.environ.get("PATH", "")})
+    result = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", script, TEST_HMAC_KEY],
+        input=json.dumps(cases),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={"PATH": os.environ.get("PATH", "")},
+    )
     answers = json.loads(result.stdout)
-    assert answers == [{"valid": True, "wrong_key_rejected": True, "same_bytes": True,
-                        "trace_id": case["trace_id"], "parent_span_id": case["span_id"]}
-                       for case in cases]
+    assert answers == [
+        {
+            "valid": True,
+            "wrong_key_rejected": True,
+            "same_bytes": True,
+            "trace_id": case["trace_id"],
+            "parent_span_id": case["span_id"],
+        }
+        for case in cases
+    ]
 
 
 # -- the hook ------------------------------------------------------------------------------
@@ -137,22 +152,30 @@ def test_hook_signs_with_the_client_spans_own_ids():
     """base_id = the span's trace id, parent_id = the span's own id (not its parent's)."""
     tracer = TracerProvider().get_tracer("test")
     hook = request_hook(TEST_HMAC_KEY)
-    with tracer.start_as_current_span("call_cinder") as stage, \
-            tracer.start_as_current_span("POST", kind=SpanKind.CLIENT) as client:
+    with (
+        tracer.start_as_current_span("call_cinder") as stage,
+        tracer.start_as_current_span("POST", kind=SpanKind.CLIENT) as client,
+    ):
         request = prepared()
         hook(client, request)
     info = decode(dict(request.headers))
     context = client.get_span_context()
     assert (uuid.UUID(info["base_id"]).int, uuid.UUID(info["parent_id"]).int) == (
-        context.trace_id, context.span_id)
+        context.trace_id,
+        context.span_id,
+    )
     assert context.span_id != stage.get_span_context().span_id
 
 
-@pytest.mark.parametrize("span", [
-    pytest.param(TracerProvider(sampler=ALWAYS_OFF).get_tracer("t").start_span("POST"),
-                 id="unsampled"),
-    pytest.param(INVALID_SPAN, id="no-trace"),
-])
+@pytest.mark.parametrize(
+    "span",
+    [
+        pytest.param(
+            TracerProvider(sampler=ALWAYS_OFF).get_tracer("t").start_span("POST"), id="unsampled"
+        ),
+        pytest.param(INVALID_SPAN, id="no-trace"),
+    ],
+)
 def test_hook_sends_nothing_for_untraced_requests(span):
     """Cinder profiles only what voltrace records: no headers without a sampled span."""
     request = prepared()
@@ -174,19 +197,33 @@ def test_concurrent_creates_each_carry_their_own_client_span(tmp_path):
     """32 creates on 8 threads: every Cinder request's OSProfiler ids equal its own W3C
     traceparent, all distinct; the key is in no log line, span or export."""
     log_file, traces_file = tmp_path / "logs.jsonl", tmp_path / "traces.jsonl"
-    telemetry = Telemetry.create(TelemetryConfig(
-        service_name="nova-api", use_env_service_name=False, log_file=str(log_file),
-        log_format="json", traces_file=str(traces_file),
-        request_hooks=[request_hook(TEST_HMAC_KEY)]))
+    telemetry = Telemetry.create(
+        TelemetryConfig(
+            service_name="nova-api",
+            use_env_service_name=False,
+            log_file=str(log_file),
+            log_format="json",
+            traces_file=str(traces_file),
+            request_hooks=[request_hook(TEST_HMAC_KEY)],
+        )
+    )
     sim = CinderSimulator(deterministic=False).start()
-    server = EmbeddedServer(build_service(ServeConfig(cinder=CinderSettings(
-        endpoint_template=sim.endpoint_template, http_retries=0)), telemetry)).start()
+    server = EmbeddedServer(
+        build_service(
+            ServeConfig(
+                cinder=CinderSettings(endpoint_template=sim.endpoint_template, http_retries=0)
+            ),
+            telemetry,
+        )
+    ).start()
 
     def one(index: int) -> int:
         client = NovaClient(server.url)
         try:
-            return client.create_volume({"size": 1}, headers=identity_headers(
-                project_id=f"p{index % 4}", token=f"tok-{index}")).status
+            return client.create_volume(
+                {"size": 1},
+                headers=identity_headers(project_id=f"p{index % 4}", token=f"tok-{index}"),
+            ).status
         finally:
             client.close()
 
@@ -203,15 +240,17 @@ def test_concurrent_creates_each_carry_their_own_client_span(tmp_path):
     seen = set()
     for recorded in sim.recorded:
         headers = {k.lower(): v for k, v in recorded.headers.items()}
-        info = decode({X_TRACE_INFO: headers["x-trace-info"],
-                       X_TRACE_HMAC: headers["x-trace-hmac"]})
+        info = decode(
+            {X_TRACE_INFO: headers["x-trace-info"], X_TRACE_HMAC: headers["x-trace-hmac"]}
+        )
         _, trace_hex, span_hex, _ = headers["traceparent"].split("-")
         ids = (uuid.UUID(info["base_id"]).int, uuid.UUID(info["parent_id"]).int)
         assert ids == (int(trace_hex, 16), int(span_hex, 16))
         seen.add(ids)
     assert len(seen) == 64
-    client_spans = {(s.context.trace_id, s.context.span_id) for s in captured.spans
-                    if s.kind is SpanKind.CLIENT}
+    client_spans = {
+        (s.context.trace_id, s.context.span_id) for s in captured.spans if s.kind is SpanKind.CLIENT
+    }
     assert seen == client_spans
     for span in captured.spans:
         assert TEST_HMAC_KEY not in repr(dict(span.attributes or {}))
@@ -232,8 +271,9 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def profiled_cinder(collector: Any, tmp_path_factory: pytest.TempPathFactory
-                    ) -> Iterator[RealCinder]:
+def profiled_cinder(
+    collector: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RealCinder]:
     """cinder-api with [profiler] enabled, hmac_keys = the test key, OTLP to the collector."""
     profiler = Profiler(TEST_HMAC_KEY, collector.http_endpoint)
     with running_cinder(tmp_path_factory.mktemp("profiled-cinder"), profiler) as running:
@@ -243,8 +283,10 @@ def profiled_cinder(collector: Any, tmp_path_factory: pytest.TempPathFactory
 def tree(spans: list[dict], root: dict) -> list:
     """``[(service, kind, name), [subtrees]]`` with subtrees sorted (rotel gives no start times)."""
     children = [tree(spans, s) for s in spans if s["parent_span_id"] == root["span_id"]]
-    return [(root["resource"].get("service.name"), KIND[root["kind"]], root["name"]),
-            sorted(children, key=repr)]
+    return [
+        (root["resource"].get("service.name"), KIND[root["kind"]], root["name"]),
+        sorted(children, key=repr),
+    ]
 
 
 def normalized(node: list) -> list:
@@ -259,11 +301,22 @@ def test_cinder_span_lands_under_voltraces_client_span(profiled_cinder, collecto
     snapshot = profiled_cinder.available_snapshot(project, size=1)  # unsigned: not traced
     log_file, traces_file = tmp_path / "voltrace.jsonl", tmp_path / "traces.jsonl"
     serve = VoltraceServe(
-        tmp_path, profiled_cinder.endpoint_template,
-        {"VOLTRACE_OSPROFILER_HMAC_KEY": TEST_HMAC_KEY, "OTEL_TRACES_EXPORTER": "otlp",
-         "OTEL_EXPORTER_OTLP_ENDPOINT": collector.http_endpoint,
-         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_BSP_SCHEDULE_DELAY": "50"},
-        "--log-file", str(log_file), "--log-format", "json", "--traces-file", str(traces_file))
+        tmp_path,
+        profiled_cinder.endpoint_template,
+        {
+            "VOLTRACE_OSPROFILER_HMAC_KEY": TEST_HMAC_KEY,
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.http_endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+        },
+        "--log-file",
+        str(log_file),
+        "--log-format",
+        "json",
+        "--traces-file",
+        str(traces_file),
+    )
     try:
         serve.wait_until_serving()
         response = create(serve.url, project, {"size": 1, "snapshot_id": snapshot["id"]})
@@ -272,14 +325,27 @@ def test_cinder_span_lands_under_voltraces_client_span(profiled_cinder, collecto
         request_id = response.header("x-openstack-request-id")
 
         def server_of(spans: list[dict]) -> dict | None:
-            return next((s for s in spans if s["kind"] == 2
-                         and s["attributes"].get("openstack.request_id") == request_id), None)
+            return next(
+                (
+                    s
+                    for s in spans
+                    if s["kind"] == 2 and s["attributes"].get("openstack.request_id") == request_id
+                ),
+                None,
+            )
 
         def joined(spans: list[dict]) -> bool:
             root = server_of(spans)
-            return root is not None and sum(
-                1 for s in spans if s["trace_id"] == root["trace_id"]
-                and s["resource"].get("service.name") == CINDER_SERVICE) == 3
+            return (
+                root is not None
+                and sum(
+                    1
+                    for s in spans
+                    if s["trace_id"] == root["trace_id"]
+                    and s["resource"].get("service.name") == CINDER_SERVICE
+                )
+                == 3
+            )
 
         spans = collector.wait_for_spans(joined)
     finally:
@@ -291,25 +357,66 @@ def test_cinder_span_lands_under_voltraces_client_span(profiled_cinder, collecto
     assert [s for s in in_trace if not s["parent_span_id"]] == [root]
     nova, cinder = "nova-api", CINDER_SERVICE
     assert tree(in_trace, root) == normalized(
-        [(nova, "SERVER", "POST /v2.1/os-volumes"), [
-            [(nova, "INTERNAL", "create_volume"), [
-                [(nova, "INTERNAL", "parse"), []],
-                [(nova, "INTERNAL", "authorize"), []],
-                [(nova, "INTERNAL", "resolve_snapshot"), [
-                    [(nova, "CLIENT", "GET"), [
-                        [(cinder, "SERVER",
-                          f"WSGI_GET_/v3/{project}/snapshots/{snapshot['id']}"), []]]]]],
-                [(nova, "INTERNAL", "derive_size"), []],
-                [(nova, "INTERNAL", "call_cinder"), [
-                    [(nova, "CLIENT", "POST"), [
-                        [(cinder, "SERVER", f"WSGI_POST_/v3/{project}/volumes"), []]]],
-                    [(nova, "CLIENT", "GET"), [
-                        [(cinder, "SERVER", f"WSGI_GET_/v3/{project}/volumes/{volume_id}"),
-                         []]]]]],
-                [(nova, "INTERNAL", "translate"), []]]]]])
+        [
+            (nova, "SERVER", "POST /v2.1/os-volumes"),
+            [
+                [
+                    (nova, "INTERNAL", "create_volume"),
+                    [
+                        [(nova, "INTERNAL", "parse"), []],
+                        [(nova, "INTERNAL", "authorize"), []],
+                        [
+                            (nova, "INTERNAL", "resolve_snapshot"),
+                            [
+                                [
+                                    (nova, "CLIENT", "GET"),
+                                    [
+                                        [
+                                            (
+                                                cinder,
+                                                "SERVER",
+                                                f"WSGI_GET_/v3/{project}/snapshots/{snapshot['id']}",
+                                            ),
+                                            [],
+                                        ]
+                                    ],
+                                ]
+                            ],
+                        ],
+                        [(nova, "INTERNAL", "derive_size"), []],
+                        [
+                            (nova, "INTERNAL", "call_cinder"),
+                            [
+                                [
+                                    (nova, "CLIENT", "POST"),
+                                    [[(cinder, "SERVER", f"WSGI_POST_/v3/{project}/volumes"), []]],
+                                ],
+                                [
+                                    (nova, "CLIENT", "GET"),
+                                    [
+                                        [
+                                            (
+                                                cinder,
+                                                "SERVER",
+                                                f"WSGI_GET_/v3/{project}/volumes/{volume_id}",
+                                            ),
+                                            [],
+                                        ]
+                                    ],
+                                ],
+                            ],
+                        ],
+                        [(nova, "INTERNAL", "translate"), []],
+                    ],
+                ]
+            ],
+        ]
+    )
     post = next(s for s in in_trace if s["name"] == f"WSGI_POST_/v3/{project}/volumes")
     assert (post["attributes"]["http.method"], post["attributes"]["http.path"]) == (
-        "POST", f"/v3/{project}/volumes")
+        "POST",
+        f"/v3/{project}/volumes",
+    )
     assert root["attributes"]["voltrace.outcome"] == "success"
 
     # The key went nowhere: not the collector, voltrace's logs, its traces or its output.
@@ -324,13 +431,16 @@ def test_cinder_ignores_a_wrong_key(profiled_cinder, collector):
     right = (uuid.uuid4().int, uuid.uuid4().int >> 64)
     for (trace_id, span_id), key in ((wrong, "not-the-key"), (right, TEST_HMAC_KEY)):
         response = profiled_cinder.request(
-            "GET", f"/v3/{project}/volumes", project=project,
-            headers=signed_headers(trace_id, span_id, key))
+            "GET",
+            f"/v3/{project}/volumes",
+            project=project,
+            headers=signed_headers(trace_id, span_id, key),
+        )
         assert response.status == 200
     # Cinder exports one span at a time, in order: once the second is in, the first would be.
     spans = collector.wait_for_spans(
-        lambda spans: any(s["trace_id"] == f"{right[0]:032x}" for s in spans))
+        lambda spans: any(s["trace_id"] == f"{right[0]:032x}" for s in spans)
+    )
     assert not [s for s in spans if s["trace_id"] == f"{wrong[0]:032x}"]
     (span,) = [s for s in spans if s["trace_id"] == f"{right[0]:032x}"]
     assert span["parent_span_id"] == f"{right[1]:016x}"
-

@@ -28,8 +28,10 @@ def served(sim: CinderSimulator, telemetry: Telemetry) -> Iterator[Served]:
     """voltrace serve's app around a Pipeline the test can change, traced as in production."""
     services = StageServices(
         policy=VolumePolicy(None),
-        volume_api=VolumeAPI(CinderSettings(endpoint_template=sim.endpoint_template,
-                                            http_retries=0)))
+        volume_api=VolumeAPI(
+            CinderSettings(endpoint_template=sim.endpoint_template, http_retries=0)
+        ),
+    )
     pipeline = Pipeline(services, observer=telemetry.observer)
     server = EmbeddedServer(telemetry.instrument_wsgi(build_app(pipeline))).start()
     client = NovaClient(server.url)
@@ -49,8 +51,8 @@ class Served:
 
     def replace_stage(self, name: str, run: Any) -> None:
         self.pipeline.stages = tuple(
-            Stage(s.name, s.nova_code, run) if s.name == name else s
-            for s in self.pipeline.stages)
+            Stage(s.name, s.nova_code, run) if s.name == name else s for s in self.pipeline.stages
+        )
 
 
 def test_a_bug_in_a_stage_is_novas_unexpected_api_error(served: Served, captured: Any) -> None:
@@ -62,9 +64,12 @@ def test_a_bug_in_a_stage_is_novas_unexpected_api_error(served: Served, captured
     served.replace_stage("derive_size", broken)
     answer = served.create({"size": 1})
     assert answer.status == 500
-    assert answer.json() == {"computeFault": {
-        "code": 500,
-        "message": "Unexpected API Error. Please contact the administrator\n<class 'KeyError'>"}}
+    assert answer.json() == {
+        "computeFault": {
+            "code": 500,
+            "message": "Unexpected API Error. Please contact the administrator\n<class 'KeyError'>",
+        }
+    }
     captured.complete_trace(answer.header("x-openstack-request-id"))
     server = captured.server_span()
     assert server.attributes[semconv.FAILED_STAGE] == "derive_size"

@@ -6,8 +6,12 @@ import pytest
 
 from tests.conftest import member_headers
 
-DENIED = {"forbidden": {"code": 403, "message":
-          "Policy doesn't allow os_compute_api:os-volumes:create to be performed."}}
+DENIED = {
+    "forbidden": {
+        "code": 403,
+        "message": "Policy doesn't allow os_compute_api:os-volumes:create to be performed.",
+    }
+}
 
 
 @pytest.mark.parametrize("roles", ["member", "admin", "Member", "reader,member"])

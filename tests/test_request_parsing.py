@@ -53,9 +53,15 @@ def test_unsupported_content_type_is_415(nova, content_type):
     assert response.header("Content-Type") == "application/json; charset=UTF-8"
 
 
-@pytest.mark.parametrize("content_type", [
-    "text/plain", "", "application/vnd.openstack.compute+json", "application/json; charset=utf-8",
-])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "",
+        "application/vnd.openstack.compute+json",
+        "application/json; charset=utf-8",
+    ],
+)
 def test_accepted_content_types(nova, content_type):
     """text/plain and an empty value count as none; the compute+json type is JSON."""
     headers = {**member_headers(PROJECT), "Content-Type": content_type}
@@ -65,13 +71,15 @@ def test_accepted_content_types(nova, content_type):
 def test_missing_content_type_is_accepted(nova):
     """No Content-Type header at all is fine."""
     client = nova.client()
-    response = client.request("POST", "/v2.1/os-volumes", b'{"volume": {"size": 1}}',
-                              member_headers(PROJECT))
+    response = client.request(
+        "POST", "/v2.1/os-volumes", b'{"volume": {"size": 1}}', member_headers(PROJECT)
+    )
     assert response.status == 200
 
 
-@pytest.mark.parametrize("body", [b"{bad", b'{"volume": ', b"nul\x00",
-                                  b'\xef\xbb\xbf{"volume": {"size": 1}}'])
+@pytest.mark.parametrize(
+    "body", [b"{bad", b'{"volume": ', b"nul\x00", b'\xef\xbb\xbf{"volume": {"size": 1}}']
+)
 def test_malformed_json_is_400(nova, body):
     """UTF-8 that is not JSON (a BOM included) is a malformed request body."""
     response = nova.create(raw_body=body, headers=member_headers(PROJECT))
@@ -94,8 +102,11 @@ def test_content_type_is_checked_before_the_body(nova):
 
 def test_version_is_checked_before_content_type(nova):
     """The microversion is parsed first of all."""
-    headers = {**member_headers(PROJECT), "Content-Type": "application/xml",
-               "OpenStack-API-Version": "compute 9.9"}
+    headers = {
+        **member_headers(PROJECT),
+        "Content-Type": "application/xml",
+        "OpenStack-API-Version": "compute 9.9",
+    }
     assert nova.create({"size": 1}, headers=headers).status == 406
 
 

@@ -9,40 +9,71 @@ import pytest
 from tests.conftest import member_headers
 
 INVALID = [
-    ({"volume": {"size": 0}},
-     "Invalid input for field/attribute size. Value: 0. 0 is less than the minimum of 1"),
-    ({"volume": {"size": "0"}},
-     "Invalid input for field/attribute size. Value: 0. 0 is less than the minimum of 1"),
-    ({"volume": {"size": "#$%"}},
-     "Invalid input for field/attribute size. Value: #$%. '#$%' does not match '^[0-9]+$'"),
-    ({"volume": {"size": ""}},
-     "Invalid input for field/attribute size. Value: . '' does not match '^[0-9]+$'"),
-    ({"volume": {"size": 1.5}}, "Invalid input for field/attribute size. "
-     "Value: 1.5. 1.5 is not of type 'integer', 'string'"),
-    ({"volume": {"size": True}}, "Invalid input for field/attribute size. "
-     "Value: True. True is not of type 'integer', 'string'"),
-    ({"volume": {"size": None}}, "Invalid input for field/attribute size. "
-     "Value: None. None is not of type 'integer', 'string'"),
-    ({"volume": {"display_name": "x"}},
-     "Invalid input for field/attribute volume. Value: {'display_name': 'x'}. "
-     "'size' is a required property"),
-    ({"volume": {"size": 1, "foo": "bar"}},
-     "Invalid input for field/attribute volume. Value: {'size': 1, 'foo': 'bar'}. "
-     "Additional properties are not allowed ('foo' was unexpected)"),
+    (
+        {"volume": {"size": 0}},
+        "Invalid input for field/attribute size. Value: 0. 0 is less than the minimum of 1",
+    ),
+    (
+        {"volume": {"size": "0"}},
+        "Invalid input for field/attribute size. Value: 0. 0 is less than the minimum of 1",
+    ),
+    (
+        {"volume": {"size": "#$%"}},
+        "Invalid input for field/attribute size. Value: #$%. '#$%' does not match '^[0-9]+$'",
+    ),
+    (
+        {"volume": {"size": ""}},
+        "Invalid input for field/attribute size. Value: . '' does not match '^[0-9]+$'",
+    ),
+    (
+        {"volume": {"size": 1.5}},
+        "Invalid input for field/attribute size. "
+        "Value: 1.5. 1.5 is not of type 'integer', 'string'",
+    ),
+    (
+        {"volume": {"size": True}},
+        "Invalid input for field/attribute size. "
+        "Value: True. True is not of type 'integer', 'string'",
+    ),
+    (
+        {"volume": {"size": None}},
+        "Invalid input for field/attribute size. "
+        "Value: None. None is not of type 'integer', 'string'",
+    ),
+    (
+        {"volume": {"display_name": "x"}},
+        "Invalid input for field/attribute volume. Value: {'display_name': 'x'}. "
+        "'size' is a required property",
+    ),
+    (
+        {"volume": {"size": 1, "foo": "bar"}},
+        "Invalid input for field/attribute volume. Value: {'size': 1, 'foo': 'bar'}. "
+        "Additional properties are not allowed ('foo' was unexpected)",
+    ),
     ({}, "'volume' is a required property"),
-    ({"volume": {"size": 1}, "extra": 1},
-     "Additional properties are not allowed ('extra' was unexpected)"),
+    (
+        {"volume": {"size": 1}, "extra": 1},
+        "Additional properties are not allowed ('extra' was unexpected)",
+    ),
     ([{"size": 1}], "[{'size': 1}] is not of type 'object'"),
-    ({"volume": {"size": 1, "metadata": "x"}},
-     "Invalid input for field/attribute metadata. Value: x. 'x' is not of type 'object'"),
-    ({"volume": {"size": 1, "display_name": 1}},
-     "Invalid input for field/attribute display_name. Value: 1. 1 is not of type 'string'"),
+    (
+        {"volume": {"size": 1, "metadata": "x"}},
+        "Invalid input for field/attribute metadata. Value: x. 'x' is not of type 'object'",
+    ),
+    (
+        {"volume": {"size": 1, "display_name": 1}},
+        "Invalid input for field/attribute display_name. Value: 1. 1 is not of type 'string'",
+    ),
     # best_match picks one error among several:
-    ({"volume": {"display_name": "x", "foo": 1}},
-     "Invalid input for field/attribute volume. Value: {'display_name': 'x', 'foo': 1}. "
-     "'size' is a required property"),
-    ({"volume": {"size": 0, "display_name": 1}},
-     "Invalid input for field/attribute size. Value: 0. 0 is less than the minimum of 1"),
+    (
+        {"volume": {"display_name": "x", "foo": 1}},
+        "Invalid input for field/attribute volume. Value: {'display_name': 'x', 'foo': 1}. "
+        "'size' is a required property",
+    ),
+    (
+        {"volume": {"size": 0, "display_name": 1}},
+        "Invalid input for field/attribute size. Value: 0. 0 is less than the minimum of 1",
+    ),
 ]
 
 
@@ -70,8 +101,12 @@ def test_size_goes_to_cinder_exactly_as_given(nova, size):
 def test_unchecked_fields_pass_through(nova):
     """Nova checks no lengths, no UUID format and no metadata value types."""
     headers = member_headers()
-    volume = {"size": 1, "display_description": "d" * 300, "availability_zone": "nova",
-              "metadata": {"k": 1, "n": None}}
+    volume = {
+        "size": 1,
+        "display_description": "d" * 300,
+        "availability_zone": "nova",
+        "metadata": {"k": 1, "n": None},
+    }
     nova.create(volume, headers=headers)
     sent = nova.sim.recorded[0].json()["volume"]
     assert sent["description"] == "d" * 300

@@ -22,8 +22,12 @@ def test_missing_snapshot_is_404_with_novas_text(nova):
     """Nova's own message, not Cinder's, and no POST follows."""
     response = nova.create({"size": 1, "snapshot_id": "0e5f0fd2-6a1f-4a86-bb5d-0d1e0e5a7c10"})
     assert response.status == 404
-    assert response.json() == {"itemNotFound": {"code": 404, "message":
-        "Snapshot 0e5f0fd2-6a1f-4a86-bb5d-0d1e0e5a7c10 could not be found."}}
+    assert response.json() == {
+        "itemNotFound": {
+            "code": 404,
+            "message": "Snapshot 0e5f0fd2-6a1f-4a86-bb5d-0d1e0e5a7c10 could not be found.",
+        }
+    }
     assert [r.method for r in nova.sim.recorded] == ["GET"]
 
 

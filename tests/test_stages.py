@@ -11,7 +11,13 @@ from voltrace.stages import STAGES, translate_volume_detail_view
 def test_six_stages_in_novas_order():
     """parse, authorize, resolve_snapshot, derive_size, call_cinder, translate."""
     assert [s.name for s in STAGES] == [
-        "parse", "authorize", "resolve_snapshot", "derive_size", "call_cinder", "translate"]
+        "parse",
+        "authorize",
+        "resolve_snapshot",
+        "derive_size",
+        "call_cinder",
+        "translate",
+    ]
 
 
 def test_each_stage_names_the_nova_code_it_mirrors():
@@ -23,10 +29,18 @@ def test_each_stage_names_the_nova_code_it_mirrors():
 
 def _volume(**overrides):
     volume = {
-        "id": "v1", "status": "creating", "size": 1, "availability_zone": "nova",
-        "created_at": "2026-11-27T08:00:00.000000", "attach_status": "detached",
-        "attachments": None, "display_name": "n", "display_description": "d",
-        "volume_type_id": "lvm", "snapshot_id": None, "volume_metadata": {},
+        "id": "v1",
+        "status": "creating",
+        "size": 1,
+        "availability_zone": "nova",
+        "created_at": "2026-11-27T08:00:00.000000",
+        "attach_status": "detached",
+        "attachments": None,
+        "display_name": "n",
+        "display_description": "d",
+        "volume_type_id": "lvm",
+        "snapshot_id": None,
+        "volume_metadata": {},
     }
     volume.update(overrides)
     return volume
@@ -44,7 +58,8 @@ def test_only_the_first_attachment_is_shown():
     attachments["srv-2"] = {"attachment_id": "a2", "mountpoint": "/dev/vdc"}
     view = translate_volume_detail_view(_volume(attach_status="attached", attachments=attachments))
     assert view["attachments"] == [
-        {"id": "v1", "volumeId": "v1", "serverId": "srv-1", "device": "/dev/vdb"}]
+        {"id": "v1", "volumeId": "v1", "serverId": "srv-1", "device": "/dev/vdb"}
+    ]
 
 
 def test_attachment_without_device_has_no_device_key():

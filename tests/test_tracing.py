@@ -30,22 +30,51 @@ def test_plain_create_tree(nova, captured):
     response = nova.create({"size": 1})
     server, spans = trace_of(captured, response)
     assert captured.tree(server) == [
-        ("nova-api", "SERVER", "POST /v2.1/os-volumes"), [
-            [("nova-api", "INTERNAL", "create_volume"), [
-                [("nova-api", "INTERNAL", "parse"), []],
-                [("nova-api", "INTERNAL", "authorize"), []],
-                [("nova-api", "INTERNAL", "resolve_snapshot"), []],
-                [("nova-api", "INTERNAL", "derive_size"), []],
-                [("nova-api", "INTERNAL", "call_cinder"), [
-                    [("nova-api", "CLIENT", "POST"), [
-                        [("cinder-api", "SERVER", "POST /v3/{project_id}/volumes"), [
-                            [("cinder-api", "INTERNAL", "validate"), []],
-                            [("cinder-api", "INTERNAL", "check_quota"), []],
-                            [("cinder-api", "INTERNAL", "persist"), []]]]]],
-                    [("nova-api", "CLIENT", "GET"), [
-                        [("cinder-api", "SERVER", "GET /v3/{project_id}/volumes/{volume_id}"), [
-                            [("cinder-api", "INTERNAL", "lookup"), []]]]]]]],
-                [("nova-api", "INTERNAL", "translate"), []]]]]]
+        ("nova-api", "SERVER", "POST /v2.1/os-volumes"),
+        [
+            [
+                ("nova-api", "INTERNAL", "create_volume"),
+                [
+                    [("nova-api", "INTERNAL", "parse"), []],
+                    [("nova-api", "INTERNAL", "authorize"), []],
+                    [("nova-api", "INTERNAL", "resolve_snapshot"), []],
+                    [("nova-api", "INTERNAL", "derive_size"), []],
+                    [
+                        ("nova-api", "INTERNAL", "call_cinder"),
+                        [
+                            [
+                                ("nova-api", "CLIENT", "POST"),
+                                [
+                                    [
+                                        ("cinder-api", "SERVER", "POST /v3/{project_id}/volumes"),
+                                        [
+                                            [("cinder-api", "INTERNAL", "validate"), []],
+                                            [("cinder-api", "INTERNAL", "check_quota"), []],
+                                            [("cinder-api", "INTERNAL", "persist"), []],
+                                        ],
+                                    ]
+                                ],
+                            ],
+                            [
+                                ("nova-api", "CLIENT", "GET"),
+                                [
+                                    [
+                                        (
+                                            "cinder-api",
+                                            "SERVER",
+                                            "GET /v3/{project_id}/volumes/{volume_id}",
+                                        ),
+                                        [[("cinder-api", "INTERNAL", "lookup"), []]],
+                                    ]
+                                ],
+                            ],
+                        ],
+                    ],
+                    [("nova-api", "INTERNAL", "translate"), []],
+                ],
+            ]
+        ],
+    ]
     assert len({s.context.trace_id for s in spans}) == 1
     assert all(s.status.status_code is not StatusCode.ERROR for s in spans)
 
@@ -128,28 +157,86 @@ def _closed_port() -> int:
 FAILURES = [
     # (id, request kwargs, fault, failed stage, failure class, http status)
     ("schema", {"volume": {"size": 0}}, None, "parse", "schema_invalid", 400),
-    ("microversion-2.36", {"volume": {"size": 1},
-     "headers": {"OpenStack-API-Version": "compute 2.36"}}, None, "parse",
-     "microversion_not_found", 404),
-    ("microversion-3.0", {"volume": {"size": 1},
-     "headers": {"OpenStack-API-Version": "compute 3.0"}}, None, "parse",
-     "unsupported_microversion", 406),
-    ("media-type", {"volume": {"size": 1}, "headers": {"Content-Type": "text/xml"}}, None,
-     "parse", "unsupported_media_type", 415),
-    ("policy", {"volume": {"size": 1}, "headers": {"X-Roles": "reader"}}, None,
-     "authorize", "policy_denied", 403),
-    ("snapshot-404", {"volume": {"size": 1, "snapshot_id": "nope"}}, None,
-     "resolve_snapshot", "snapshot_not_found", 404),
-    ("over-quota", {"volume": {"size": 1}}, Fault("volumes.create", status=413,
-     headers={"Retry-After": "0"}), "call_cinder", "over_quota", 403),
-    ("cinder-400", {"volume": {"size": 1}}, Fault("volumes.create", status=400),
-     "call_cinder", "cinder_bad_request", 400),
-    ("cinder-500", {"volume": {"size": 1}}, Fault("volumes.create", status=500),
-     "call_cinder", "cinder_server_error", 500),
-    ("volume-type", {"volume": {"size": 1, "volume_type": "gold"}}, None,
-     "call_cinder", "cinder_not_found", 500),
-    ("lazy-get-404", {"volume": {"size": 1}}, Fault("volumes.get", status=404),
-     "call_cinder", "cinder_not_found", 500),
+    (
+        "microversion-2.36",
+        {"volume": {"size": 1}, "headers": {"OpenStack-API-Version": "compute 2.36"}},
+        None,
+        "parse",
+        "microversion_not_found",
+        404,
+    ),
+    (
+        "microversion-3.0",
+        {"volume": {"size": 1}, "headers": {"OpenStack-API-Version": "compute 3.0"}},
+        None,
+        "parse",
+        "unsupported_microversion",
+        406,
+    ),
+    (
+        "media-type",
+        {"volume": {"size": 1}, "headers": {"Content-Type": "text/xml"}},
+        None,
+        "parse",
+        "unsupported_media_type",
+        415,
+    ),
+    (
+        "policy",
+        {"volume": {"size": 1}, "headers": {"X-Roles": "reader"}},
+        None,
+        "authorize",
+        "policy_denied",
+        403,
+    ),
+    (
+        "snapshot-404",
+        {"volume": {"size": 1, "snapshot_id": "nope"}},
+        None,
+        "resolve_snapshot",
+        "snapshot_not_found",
+        404,
+    ),
+    (
+        "over-quota",
+        {"volume": {"size": 1}},
+        Fault("volumes.create", status=413, headers={"Retry-After": "0"}),
+        "call_cinder",
+        "over_quota",
+        403,
+    ),
+    (
+        "cinder-400",
+        {"volume": {"size": 1}},
+        Fault("volumes.create", status=400),
+        "call_cinder",
+        "cinder_bad_request",
+        400,
+    ),
+    (
+        "cinder-500",
+        {"volume": {"size": 1}},
+        Fault("volumes.create", status=500),
+        "call_cinder",
+        "cinder_server_error",
+        500,
+    ),
+    (
+        "volume-type",
+        {"volume": {"size": 1, "volume_type": "gold"}},
+        None,
+        "call_cinder",
+        "cinder_not_found",
+        500,
+    ),
+    (
+        "lazy-get-404",
+        {"volume": {"size": 1}},
+        Fault("volumes.get", status=404),
+        "call_cinder",
+        "cinder_not_found",
+        500,
+    ),
 ]
 
 
@@ -165,7 +252,7 @@ def test_failure_tree(nova, captured, case):
     assert response.status == status
     server, _ = trace_of(captured, response)
     stages = stage_spans(captured, server)
-    assert [s.name for s in stages] == STAGES[:STAGES.index(failed_stage) + 1]
+    assert [s.name for s in stages] == STAGES[: STAGES.index(failed_stage) + 1]
     failing = stages[-1]
     assert failing.status.status_code is StatusCode.ERROR
     assert failing.attributes["error.type"] == failure_class
@@ -187,8 +274,9 @@ def test_failure_tree(nova, captured, case):
 def test_unreachable_cinder_shows_every_attempt(start_nova, captured):
     """Each connect attempt is its own CLIENT span in ERROR under call_cinder."""
     endpoint = f"http://127.0.0.1:{_closed_port()}/v3/%(project_id)s"
-    nova = start_nova(cinder=CinderSettings(endpoint_template=endpoint, http_retries=1,
-                                            connect_retry_delay=0.01))
+    nova = start_nova(
+        cinder=CinderSettings(endpoint_template=endpoint, http_retries=1, connect_retry_delay=0.01)
+    )
     response = nova.create({"size": 1})
     server, _ = trace_of(captured, response)
     call_cinder = stage_spans(captured, server)[-1]
@@ -201,10 +289,13 @@ def test_unreachable_cinder_shows_every_attempt(start_nova, captured):
     assert server.attributes["voltrace.failure_class"] == "cinder_unreachable"
 
 
-@pytest.mark.parametrize("case", [
-    ("sizelimit", "request_too_large", 413),
-    ("keystonecontext", "unauthenticated", 401),
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("sizelimit", "request_too_large", 413),
+        ("keystonecontext", "unauthenticated", 401),
+    ],
+)
 def test_answers_before_the_pipeline_still_get_a_server_span(nova, captured, case):
     """413 and 401 are answered by paste filters: a SERVER span with no pipeline under it."""
     failed_stage, failure_class, status = case

@@ -20,8 +20,12 @@ from voltrace.client import NovaClient
 def start(args: list[str], log: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log, "ab") as handle:
-        return subprocess.Popen([sys.executable, "-m", "voltrace", *args],
-                                stdout=handle, stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen(
+            [sys.executable, "-m", "voltrace", *args],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
 
 
 def stop(process: subprocess.Popen) -> int:
@@ -32,20 +36,42 @@ def stop(process: subprocess.Popen) -> int:
 @pytest.fixture
 def two_terminals(tmp_path: Path) -> Iterator[dict]:
     cinder_port, nova_port = free_port(), free_port()
-    sim = start(["cinder-sim", "--port", str(cinder_port),
-                 "--traces-file", str(tmp_path / "cinder.jsonl"), "--log-level", "off"],
-                tmp_path / "cinder.log")
+    sim = start(
+        [
+            "cinder-sim",
+            "--port",
+            str(cinder_port),
+            "--traces-file",
+            str(tmp_path / "cinder.jsonl"),
+            "--log-level",
+            "off",
+        ],
+        tmp_path / "cinder.log",
+    )
     wait_for_port(cinder_port, timeout=30)
-    nova = start(["serve", "--port", str(nova_port),
-                  "--cinder-endpoint", f"http://127.0.0.1:{cinder_port}/v3/%(project_id)s",
-                  "--traces-file", str(tmp_path / "nova.jsonl"),
-                  "--log-file", str(tmp_path / "nova-logs.jsonl")],
-                 tmp_path / "nova.log")
+    nova = start(
+        [
+            "serve",
+            "--port",
+            str(nova_port),
+            "--cinder-endpoint",
+            f"http://127.0.0.1:{cinder_port}/v3/%(project_id)s",
+            "--traces-file",
+            str(tmp_path / "nova.jsonl"),
+            "--log-file",
+            str(tmp_path / "nova-logs.jsonl"),
+        ],
+        tmp_path / "nova.log",
+    )
     wait_for_port(nova_port, timeout=30)
     processes = {"sim": sim, "nova": nova}
     try:
-        yield {"dir": tmp_path, "cinder_port": cinder_port, "nova_port": nova_port,
-               "processes": processes}
+        yield {
+            "dir": tmp_path,
+            "cinder_port": cinder_port,
+            "nova_port": nova_port,
+            "processes": processes,
+        }
     finally:
         for process in processes.values():
             if process.poll() is None:
@@ -58,8 +84,9 @@ def spans_in(path: Path) -> list[dict]:
     for line in path.read_text().splitlines():
         for resource_spans in json.loads(line)["resourceSpans"]:
             attributes = resource_spans["resource"]["attributes"]
-            service = next(a["value"]["stringValue"] for a in attributes
-                           if a["key"] == "service.name")
+            service = next(
+                a["value"]["stringValue"] for a in attributes if a["key"] == "service.name"
+            )
             for scope in resource_spans["scopeSpans"]:
                 spans += [{**span, "service": service} for span in scope["spans"]]
     return spans
@@ -69,15 +96,17 @@ def test_create_across_two_processes_is_one_trace(two_terminals):
     """A create through serve lands in the simulator, and both processes' spans form one
     trace: Cinder's SERVER span is parented on nova-api's CLIENT span."""
     client = NovaClient(f"http://127.0.0.1:{two_terminals['nova_port']}")
-    response = client.create_volume({"size": 1, "display_name": "hello"},
-                                    headers=member_headers(project_id="demo"))
+    response = client.create_volume(
+        {"size": 1, "display_name": "hello"}, headers=member_headers(project_id="demo")
+    )
     client.close()
     assert response.status == 200
     volume_id = response.json()["volume"]["id"]
 
     cinder = NovaClient(f"http://127.0.0.1:{two_terminals['cinder_port']}")
-    shown = cinder.request("GET", f"/v3/demo/volumes/{volume_id}", None,
-                           {"X-Auth-Token": TEST_TOKEN})
+    shown = cinder.request(
+        "GET", f"/v3/demo/volumes/{volume_id}", None, {"X-Auth-Token": TEST_TOKEN}
+    )
     cinder.close()
     assert shown.status == 200 and shown.json()["volume"]["name"] == "hello"
 
@@ -95,10 +124,13 @@ def test_create_across_two_processes_is_one_trace(two_terminals):
     assert cinder_post["traceId"] == trace_id
     assert nova_by_id[cinder_post["parentSpanId"]]["name"] == "POST"
     assert nova_by_id[nova_by_id[cinder_post["parentSpanId"]]["parentSpanId"]]["name"] == (
-        "call_cinder")
+        "call_cinder"
+    )
 
-    logs = [json.loads(line) for line in
-            (two_terminals["dir"] / "nova-logs.jsonl").read_text().splitlines()]
+    logs = [
+        json.loads(line)
+        for line in (two_terminals["dir"] / "nova-logs.jsonl").read_text().splitlines()
+    ]
     summary = next(e for e in logs if e["event"] == "request.finished")
     assert summary["trace_id"] == trace_id
     assert summary["request_id"] == response.header("x-openstack-request-id")

@@ -92,7 +92,8 @@ class BodySizeLimiter(sizelimit.RequestBodySizeLimiter):
             return super().__call__(req)
         except webob.exc.HTTPRequestEntityTooLarge as refusal:
             RequestRecord.of(req.environ).refused(
-                "sizelimit", NovaFault(413, refusal.explanation, "request_too_large"))
+                "sizelimit", NovaFault(413, refusal.explanation, "request_too_large")
+            )
             raise
 
 
@@ -141,9 +142,11 @@ class OutOfScope:
 
 
 def out_of_scope(req: webob.Request, what: str) -> webob.Response:
-    message = (f"voltrace serves only POST /v2.1[/{{project_id}}]/os-volumes and GET of the "
-               f"version documents / and /v2.1/; nova 34 would answer this request with "
-               f"{what}, which is out of scope (see {OUT_OF_SCOPE_DOC})")
+    message = (
+        f"voltrace serves only POST /v2.1[/{{project_id}}]/os-volumes and GET of the "
+        f"version documents / and /v2.1/; nova 34 would answer this request with "
+        f"{what}, which is out of scope (see {OUT_OF_SCOPE_DOC})"
+    )
     fault = NovaFault(404, message, "no_route")
     RequestRecord.of(req.environ).refused("router", fault)
     return fault_response(fault, api_version=None)
@@ -161,7 +164,8 @@ class Router:
         route = routing.match_route(method, req.path_info)
         if route is None:
             RequestRecord.of(req.environ).refused(
-                "router", NovaFault(404, webob.exc.HTTPNotFound.explanation, "no_route"))
+                "router", NovaFault(404, webob.exc.HTTPNotFound.explanation, "no_route")
+            )
             return webob.exc.HTTPNotFound()
         if method != req.method:
             return out_of_scope(req, f"the route of a `_method={method}` override")
@@ -202,18 +206,29 @@ class VolumesApp:
 DOCS_URL = "http://docs.openstack.org/"
 VERSIONS: dict[str, dict[str, Any]] = {
     "v2.0": {
-        "id": "v2.0", "status": "DEPRECATED", "version": "", "min_version": "",
+        "id": "v2.0",
+        "status": "DEPRECATED",
+        "version": "",
+        "min_version": "",
         "updated": "2025-07-04T12:00:00Z",
         "links": [{"rel": "describedby", "type": "text/html", "href": DOCS_URL}],
-        "media-types": [{"base": "application/json",
-                         "type": "application/vnd.openstack.compute+json;version=2"}],
+        "media-types": [
+            {"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2"}
+        ],
     },
     "v2.1": {
-        "id": "v2.1", "status": "CURRENT", "version": str(MAX_API_VERSION),
-        "min_version": str(MIN_API_VERSION), "updated": "2013-07-23T11:33:21Z",
+        "id": "v2.1",
+        "status": "CURRENT",
+        "version": str(MAX_API_VERSION),
+        "min_version": str(MIN_API_VERSION),
+        "updated": "2013-07-23T11:33:21Z",
         "links": [{"rel": "describedby", "type": "text/html", "href": DOCS_URL}],
-        "media-types": [{"base": "application/json",
-                         "type": "application/vnd.openstack.compute+json;version=2.1"}],
+        "media-types": [
+            {
+                "base": "application/json",
+                "type": "application/vnd.openstack.compute+json;version=2.1",
+            }
+        ],
     },
 }
 
@@ -234,10 +249,13 @@ def _href(prefix: str, version_id: str, path: str = "") -> str:
 def versions_document(req: webob.Request) -> dict[str, Any]:
     """Versions.index (GET /): every version with its self link."""
     prefix = req.application_url
-    return {"versions": [
-        {key: version[key] for key in ("id", "status", "version", "min_version", "updated")}
-        | {"links": [{"rel": "self", "href": _href(prefix, version["id"])}]}
-        for version in (VERSIONS[name] for name in sorted(VERSIONS))]}
+    return {
+        "versions": [
+            {key: version[key] for key in ("id", "status", "version", "min_version", "updated")}
+            | {"links": [{"rel": "self", "href": _href(prefix, version["id"])}]}
+            for version in (VERSIONS[name] for name in sorted(VERSIONS))
+        ]
+    }
 
 
 def v21_document(req: webob.Request) -> dict[str, Any]:
@@ -269,8 +287,11 @@ class VersionsApp:
                     return fault_response(refusal, api_version=_echoed_version(req))
                 return fault_response(refusal, api_version=None)
         content_type = req.headers.get("Content-Type", "").split(";", 1)[0]
-        if content_type and content_type != "text/plain" and \
-                content_type not in SUPPORTED_CONTENT_TYPES:
+        if (
+            content_type
+            and content_type != "text/plain"
+            and content_type not in SUPPORTED_CONTENT_TYPES
+        ):
             unsupported = NovaFault(415, "Unsupported Content-Type", "unsupported_media_type")
             return fault_response(unsupported, api_version)
         accept = best_content_type(req)
@@ -279,8 +300,9 @@ class VersionsApp:
                 req.body.decode("utf-8")  # nova logs the body as text first
             except UnicodeDecodeError as exc:
                 # FaultWrapper's 500; nova's Request kept its microversion in the environ.
-                escaped = NovaFault(500, webob.exc.HTTPInternalServerError.explanation,
-                                    "internal_error", cause=exc)
+                escaped = NovaFault(
+                    500, webob.exc.HTTPInternalServerError.explanation, "internal_error", cause=exc
+                )
                 RequestRecord.of(req.environ).refused("wsgi", escaped)
                 return fault_response(escaped, api_version)
         try:
@@ -357,8 +379,11 @@ def _oslo_conf() -> cfg.ConfigOpts:
     return conf
 
 
-def build_app(pipeline: Pipeline, max_request_body_size: int = MAX_REQUEST_BODY_SIZE,
-              enable_proxy_headers_parsing: bool = False) -> Any:
+def build_app(
+    pipeline: Pipeline,
+    max_request_body_size: int = MAX_REQUEST_BODY_SIZE,
+    enable_proxy_headers_parsing: bool = False,
+) -> Any:
     """The WSGI application: nova's URL map, each app with its middleware in nova's order.
 
     ``enable_proxy_headers_parsing`` is oslo's ``[oslo_middleware]`` option of that name
@@ -369,8 +394,9 @@ def build_app(pipeline: Pipeline, max_request_body_size: int = MAX_REQUEST_BODY_
 
     def proxied(app: Any) -> Any:
         wrapped = http_proxy_to_wsgi.HTTPProxyToWSGI(app, conf)
-        conf.set_override("enable_proxy_headers_parsing", enable_proxy_headers_parsing,
-                          "oslo_middleware")
+        conf.set_override(
+            "enable_proxy_headers_parsing", enable_proxy_headers_parsing, "oslo_middleware"
+        )
         return wrapped
 
     api: Any = Router(VolumesApp(pipeline))
@@ -380,15 +406,21 @@ def build_app(pipeline: Pipeline, max_request_body_size: int = MAX_REQUEST_BODY_
     api = ComputeReqIdMiddleware(FaultWrapper(api))
     api = cors_filter(proxied(api), conf)
 
-    v21_version = cors_filter(ComputeReqIdMiddleware(FaultWrapper(proxied(VersionsApp(True)))),
-                              conf)
+    v21_version = cors_filter(
+        ComputeReqIdMiddleware(FaultWrapper(proxied(VersionsApp(True)))), conf
+    )
     root = cors_filter(FaultWrapper(proxied(VersionsApp(False))), conf)
-    legacy = cors_filter(ComputeReqIdMiddleware(FaultWrapper(OutOfScope(
-        "the legacy /v2 API"))), conf)
-    return RouteRecorder(URLMap({
-        routing.V21_API: api,
-        routing.V21_VERSION: v21_version,
-        routing.ROOT_VERSIONS: root,
-        routing.LEGACY_API: legacy,
-        routing.LEGACY_VERSION: legacy,
-    }))
+    legacy = cors_filter(
+        ComputeReqIdMiddleware(FaultWrapper(OutOfScope("the legacy /v2 API"))), conf
+    )
+    return RouteRecorder(
+        URLMap(
+            {
+                routing.V21_API: api,
+                routing.V21_VERSION: v21_version,
+                routing.ROOT_VERSIONS: root,
+                routing.LEGACY_API: legacy,
+                routing.LEGACY_VERSION: legacy,
+            }
+        )
+    )

@@ -29,10 +29,19 @@ from oslo_utils import strutils
 from voltrace import errors
 from voltrace.identity import NovaRequestContext
 
-_PROXY_ENV = ("http_proxy", "https_proxy", "all_proxy", "no_proxy",
-              "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+_PROXY_ENV = (
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+)
 
 DEFAULT_ENDPOINT_TEMPLATE = "http://127.0.0.1:8776/v3/%(project_id)s"
+
 
 @dataclass(frozen=True)
 class CinderSettings:
@@ -66,13 +75,19 @@ class ContextAuthPlugin(plugin.BaseAuthPlugin):
         return self.auth_token
 
     def get_endpoint(
-        self, session: session.Session, service_type: str | None = None,
-        interface: str | None = None, region_name: str | None = None,
-        service_name: str | None = None, **kwargs: Any,
+        self,
+        session: session.Session,
+        service_type: str | None = None,
+        interface: str | None = None,
+        region_name: str | None = None,
+        service_name: str | None = None,
+        **kwargs: Any,
     ) -> str | None:
         return self.service_catalog.url_for(
-            service_type=service_type, service_name=service_name,
-            interface=interface, region_name=region_name,
+            service_type=service_type,
+            service_name=service_name,
+            interface=interface,
+            region_name=region_name,
         )
 
 
@@ -80,8 +95,12 @@ def context_to_dict(context: NovaRequestContext) -> dict[str, Any]:
     """The keys nova's context.to_dict() offers an endpoint_template (no secrets)."""
     values = context.to_dict()
     values.pop("auth_token", None)
-    values.update(project_id=context.project_id, user_id=context.user_id,
-                  tenant=context.project_id, user=context.user_id)
+    values.update(
+        project_id=context.project_id,
+        user_id=context.user_id,
+        tenant=context.project_id,
+        user=context.user_id,
+    )
     return values
 
 
@@ -114,13 +133,15 @@ def recording_calls(calls: list[CinderCall]) -> Iterator[list[CinderCall]]:
 def _record_response(response: requests.Response, *args: Any, **kwargs: Any) -> None:
     calls = _calls.get()
     if calls is not None:
-        calls.append(CinderCall(
-            method=response.request.method or "",
-            url=response.request.url or "",
-            status=response.status_code,
-            request_id=response.headers.get("x-openstack-request-id"),
-            elapsed_s=response.elapsed.total_seconds(),
-        ))
+        calls.append(
+            CinderCall(
+                method=response.request.method or "",
+                url=response.request.url or "",
+                status=response.status_code,
+                request_id=response.headers.get("x-openstack-request-id"),
+                elapsed_s=response.elapsed.total_seconds(),
+            )
+        )
 
 
 def make_session(settings: CinderSettings, pool_size: int = 32) -> session.Session:
@@ -260,9 +281,15 @@ class VolumeAPI:
 
     @translate_create_exception
     def create(
-        self, context: NovaRequestContext, size: Any, name: str | None,
-        description: str | None, snapshot: dict | None = None, image_id: str | None = None,
-        volume_type: str | None = None, metadata: dict | None = None,
+        self,
+        context: NovaRequestContext,
+        size: Any,
+        name: str | None,
+        description: str | None,
+        snapshot: dict | None = None,
+        image_id: str | None = None,
+        volume_type: str | None = None,
+        metadata: dict | None = None,
         availability_zone: str | None = None,
     ) -> dict:
         """nova/volume/cinder.py:API.create (POST, then the lazy GET)."""
@@ -318,10 +345,12 @@ def untranslate_volume_summary_view(vol: Any) -> dict:
     if vol.attachments:
         d["attachments"] = collections.OrderedDict()
         for attachment in vol.attachments:
-            a = {attachment["server_id"]: {
-                "attachment_id": attachment.get("attachment_id"),
-                "mountpoint": attachment.get("device"),
-            }}
+            a = {
+                attachment["server_id"]: {
+                    "attachment_id": attachment.get("attachment_id"),
+                    "mountpoint": attachment.get("device"),
+                }
+            }
             d["attachments"].update(a.items())
         d["attach_status"] = "attached"
     else:

@@ -31,13 +31,20 @@ class Response:
 
 
 def identity_headers(
-    *, user_id: str = "demo-user", project_id: str = "de000000000000000000000000000001",
-    roles: str = "member,reader", token: str = "demo-token",
+    *,
+    user_id: str = "demo-user",
+    project_id: str = "de000000000000000000000000000001",
+    roles: str = "member,reader",
+    token: str = "demo-token",
     catalog: list | None = None,
 ) -> dict[str, str]:
     """The headers keystonemiddleware's auth_token would set for a valid token."""
-    headers = {"X-User-Id": user_id, "X-Project-Id": project_id, "X-Roles": roles,
-               "X-Auth-Token": token}
+    headers = {
+        "X-User-Id": user_id,
+        "X-Project-Id": project_id,
+        "X-Roles": roles,
+        "X-Auth-Token": token,
+    }
     if catalog is not None:
         headers["X-Service-Catalog"] = json.dumps(catalog)
     return headers
@@ -53,11 +60,17 @@ class NovaClient:
         self.timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         for attempt in (1, 2):
-            conn = self._conn or http.client.HTTPConnection(self.host, self.port,
-                                                            timeout=self.timeout)
+            conn = self._conn or http.client.HTTPConnection(
+                self.host, self.port, timeout=self.timeout
+            )
             self._conn = conn
             try:
                 conn.request(method, path, body=body, headers=headers or {})
@@ -74,8 +87,14 @@ class NovaClient:
                 raise
         raise AssertionError("unreachable")
 
-    def create_volume(self, volume: dict | None = None, *, headers: dict[str, str] | None = None,
-                      path: str = "/v2.1/os-volumes", raw_body: bytes | None = None) -> Response:
+    def create_volume(
+        self,
+        volume: dict | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        path: str = "/v2.1/os-volumes",
+        raw_body: bytes | None = None,
+    ) -> Response:
         """POST os-volumes with ``{"volume": volume}`` (or ``raw_body`` as is)."""
         all_headers = {"Content-Type": "application/json", "Accept": "application/json"}
         all_headers.update(headers or {})

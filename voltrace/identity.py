@@ -21,8 +21,14 @@ ENV_CONTEXT = "nova.context"
 
 # nova/context.py:RequestContext.__init__ keeps only these catalog entries.
 CATALOG_SERVICE_TYPES = (
-    "image", "block-storage", "volumev3", "key-manager",
-    "placement", "network", "accelerator", "sharev2",
+    "image",
+    "block-storage",
+    "volumev3",
+    "key-manager",
+    "placement",
+    "network",
+    "accelerator",
+    "sharev2",
 )
 
 
@@ -43,8 +49,9 @@ class NovaRequestContext(oslo_context.RequestContext):
         if kwargs.get("is_admin") is None:
             # nova: policy.check_is_admin, i.e. context_is_admin = role:admin (oslo.policy
             # compares roles case-insensitively).
-            kwargs["is_admin"] = any(str(role).lower() == "admin"
-                                     for role in kwargs.get("roles") or [])
+            kwargs["is_admin"] = any(
+                str(role).lower() == "admin" for role in kwargs.get("roles") or []
+            )
         super().__init__(*args, **kwargs)
         self.service_catalog = filter_catalog(service_catalog)
 
@@ -80,4 +87,5 @@ class KeystoneContext:
 
 def _refuse(req: webob.Request, status: int, message: str, failure_class: str) -> None:
     RequestRecord.of(req.environ).refused(
-        "keystonecontext", NovaFault(status, message, failure_class))
+        "keystonecontext", NovaFault(status, message, failure_class)
+    )

@@ -49,19 +49,29 @@ class LoadScenario:
     authenticated: bool = True
 
 
-SCENARIOS: dict[str, LoadScenario] = {s.name: s for s in (
-    LoadScenario("success", 200, {"size": 1}),
-    # Cinder's default quota is 1000 GB per project.
-    LoadScenario("over_quota", 403, {"size": 1500}),
-    LoadScenario("schema_invalid", 400, {"size": 0}),
-    LoadScenario("policy_denied", 403, {"size": 1}, roles="reader"),
-    LoadScenario("snapshot_not_found", 404,
-                 {"size": 1, "snapshot_id": "00000000-0000-4000-8000-00000000dead"}),
-    LoadScenario("cinder_not_found", 500, {"size": 1, "volume_type": "voltrace-no-such-type"}),
-    LoadScenario("microversion_not_found", 404, {"size": 1},
-                 headers={"OpenStack-API-Version": "compute 2.36"}),
-    LoadScenario("unauthenticated", 401, {"size": 1}, authenticated=False),
-)}
+SCENARIOS: dict[str, LoadScenario] = {
+    s.name: s
+    for s in (
+        LoadScenario("success", 200, {"size": 1}),
+        # Cinder's default quota is 1000 GB per project.
+        LoadScenario("over_quota", 403, {"size": 1500}),
+        LoadScenario("schema_invalid", 400, {"size": 0}),
+        LoadScenario("policy_denied", 403, {"size": 1}, roles="reader"),
+        LoadScenario(
+            "snapshot_not_found",
+            404,
+            {"size": 1, "snapshot_id": "00000000-0000-4000-8000-00000000dead"},
+        ),
+        LoadScenario("cinder_not_found", 500, {"size": 1, "volume_type": "voltrace-no-such-type"}),
+        LoadScenario(
+            "microversion_not_found",
+            404,
+            {"size": 1},
+            headers={"OpenStack-API-Version": "compute 2.36"},
+        ),
+        LoadScenario("unauthenticated", 401, {"size": 1}, authenticated=False),
+    )
+}
 
 
 class LoadError(ValueError):
@@ -74,8 +84,7 @@ def parse_mix(text: str) -> dict[str, float]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
         if name not in SCENARIOS:
-            raise LoadError(f"--mix: unknown scenario {name!r}; choose from "
-                            f"{', '.join(SCENARIOS)}")
+            raise LoadError(f"--mix: unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
         try:
             weight = float(value) if sep else 1.0
         except ValueError:
@@ -120,31 +129,42 @@ class LoadReport:
 
     @property
     def unexpected(self) -> int:
-        return sum(1 for o in self.outcomes
-                   if o.status != SCENARIOS[o.scenario].expected_status)
+        return sum(1 for o in self.outcomes if o.status != SCENARIOS[o.scenario].expected_status)
 
     def table(self) -> str:
         header = ("scenario", "sent", "expected", "answers", "p50 ms", "p95 ms", "p99 ms")
         rows: list[tuple[str, ...]] = [header]
         for name, outcomes in sorted(self.by_scenario().items()):
-            statuses = Counter("no answer" if o.status is None else str(o.status)
-                               for o in outcomes)
+            statuses = Counter("no answer" if o.status is None else str(o.status) for o in outcomes)
             latencies = sorted(o.latency_s * 1000 for o in outcomes if o.status is not None)
-            rows.append((
-                name, str(len(outcomes)), str(SCENARIOS[name].expected_status),
-                " ".join(f"{status}x{count}" for status, count in sorted(statuses.items())),
-                *(f"{percentile(latencies, q):.1f}" if latencies else "-"
-                  for q in (0.50, 0.95, 0.99)),
-            ))
+            rows.append(
+                (
+                    name,
+                    str(len(outcomes)),
+                    str(SCENARIOS[name].expected_status),
+                    " ".join(f"{status}x{count}" for status, count in sorted(statuses.items())),
+                    *(
+                        f"{percentile(latencies, q):.1f}" if latencies else "-"
+                        for q in (0.50, 0.95, 0.99)
+                    ),
+                )
+            )
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-                 .rstrip() for row in rows]
+        lines = [
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in rows
+        ]
         lines.insert(1, "  ".join("-" * width for width in widths))
         rate = len(self.outcomes) / self.duration_s if self.duration_s else 0.0
-        lines.append(f"{len(self.outcomes)} creates in {self.duration_s:.1f} s "
-                     f"({rate:.1f}/s), {self.unexpected} unexpected answers"
-                     + (f", {self.late_starts} sent late (the sender fell behind)"
-                        if self.late_starts else ""))
+        lines.append(
+            f"{len(self.outcomes)} creates in {self.duration_s:.1f} s "
+            f"({rate:.1f}/s), {self.unexpected} unexpected answers"
+            + (
+                f", {self.late_starts} sent late (the sender fell behind)"
+                if self.late_starts
+                else ""
+            )
+        )
         return "\n".join(lines)
 
 
@@ -155,9 +175,16 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def run_load(
-    url: str, *, rate: float, duration_s: float, mix: dict[str, float],
-    concurrency: int = 8, project_id: str | None = None, user_id: str = "load-user",
-    token: str = "load-token", seed: int | None = None,
+    url: str,
+    *,
+    rate: float,
+    duration_s: float,
+    mix: dict[str, float],
+    concurrency: int = 8,
+    project_id: str | None = None,
+    user_id: str = "load-user",
+    token: str = "load-token",
+    seed: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> LoadReport:
     """Send ``rate`` creates a second for ``duration_s``, drawn from ``mix``."""
@@ -182,8 +209,9 @@ def run_load(
         finally:
             client.close()
 
-    threads = [threading.Thread(target=worker, name=f"load-{i}", daemon=True)
-               for i in range(concurrency)]
+    threads = [
+        threading.Thread(target=worker, name=f"load-{i}", daemon=True) for i in range(concurrency)
+    ]
     for thread in threads:
         thread.start()
 
@@ -214,13 +242,17 @@ def run_load(
     return LoadReport(elapsed, outcomes, late)
 
 
-def _send(client: NovaClient, scenario: LoadScenario, project_id: str | None, user_id: str,
-          token: str) -> Outcome:
+def _send(
+    client: NovaClient, scenario: LoadScenario, project_id: str | None, user_id: str, token: str
+) -> Outcome:
     # A project of its own per create by default: Cinder's quota (10 volumes a project)
     # would otherwise turn a long run's successes into over_quota. Hex, as Cinder routes.
     project = project_id or uuid.uuid4().hex
-    headers = identity_headers(user_id=user_id, project_id=project, roles=scenario.roles,
-                               token=token) if scenario.authenticated else {}
+    headers = (
+        identity_headers(user_id=user_id, project_id=project, roles=scenario.roles, token=token)
+        if scenario.authenticated
+        else {}
+    )
     headers.update(scenario.headers)
     started = time.perf_counter()
     try:
@@ -233,31 +265,54 @@ def _send(client: NovaClient, scenario: LoadScenario, project_id: str | None, us
 def _progress_line(elapsed_s: float, sent: int, answered: list[Outcome]) -> str:
     statuses = Counter("err" if o.status is None else str(o.status) for o in answered)
     answers = " ".join(f"{status}:{count}" for status, count in sorted(statuses.items()))
-    return (f"{elapsed_s:6.1f} s  sent {sent}  answered {len(answered)}  "
-            f"in flight {sent - len(answered)}  {answers}")
+    return (
+        f"{elapsed_s:6.1f} s  sent {sent}  answered {len(answered)}  "
+        f"in flight {sent - len(answered)}  {answers}"
+    )
 
 
 # -- the command ---------------------------------------------------------------
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("Send steady create traffic to a running nova-api (voltrace serve "
-                          "or a real nova-api), by scenario mix, and report what came back.")
-    parser.add_argument("--url", default="http://127.0.0.1:8774",
-                        help="nova-api's base URL (default %(default)s)")
-    parser.add_argument("--rate", type=float, default=10.0, metavar="R",
-                        help="creates per second (default %(default)s)")
-    parser.add_argument("--duration", default="30s", metavar="D",
-                        help="how long: 90, 90s, 5m, 1h (default %(default)s)")
-    parser.add_argument("--mix", default="success=1", metavar="NAME=W,...",
-                        help="scenario weights (default %(default)s); scenarios: "
-                             + ", ".join(SCENARIOS))
-    parser.add_argument("--concurrency", type=int, default=8, metavar="N",
-                        help="sending threads, one keep-alive connection each "
-                             "(default %(default)s)")
-    parser.add_argument("--project-id",
-                        help="X-Project-Id of every create (default: a new project per "
-                             "create, so Cinder's per-project quota never fills up)")
+    parser.description = (
+        "Send steady create traffic to a running nova-api (voltrace serve "
+        "or a real nova-api), by scenario mix, and report what came back."
+    )
+    parser.add_argument(
+        "--url", default="http://127.0.0.1:8774", help="nova-api's base URL (default %(default)s)"
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=10.0,
+        metavar="R",
+        help="creates per second (default %(default)s)",
+    )
+    parser.add_argument(
+        "--duration",
+        default="30s",
+        metavar="D",
+        help="how long: 90, 90s, 5m, 1h (default %(default)s)",
+    )
+    parser.add_argument(
+        "--mix",
+        default="success=1",
+        metavar="NAME=W,...",
+        help="scenario weights (default %(default)s); scenarios: " + ", ".join(SCENARIOS),
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        metavar="N",
+        help="sending threads, one keep-alive connection each (default %(default)s)",
+    )
+    parser.add_argument(
+        "--project-id",
+        help="X-Project-Id of every create (default: a new project per "
+        "create, so Cinder's per-project quota never fills up)",
+    )
     parser.add_argument("--seed", type=int, help="make the scenario sequence repeatable")
 
 
@@ -267,10 +322,16 @@ def run_cli(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sy
         duration_s = parse_duration(args.duration)
         tty = err.isatty()
         report = run_load(
-            args.url, rate=args.rate, duration_s=duration_s, mix=mix,
-            concurrency=args.concurrency, project_id=args.project_id, seed=args.seed,
-            progress=lambda line: print(("\r" if tty else "") + line, end="" if tty else "\n",
-                                        file=err, flush=True),
+            args.url,
+            rate=args.rate,
+            duration_s=duration_s,
+            mix=mix,
+            concurrency=args.concurrency,
+            project_id=args.project_id,
+            seed=args.seed,
+            progress=lambda line: print(
+                ("\r" if tty else "") + line, end="" if tty else "\n", file=err, flush=True
+            ),
         )
     except LoadError as exc:
         print(f"voltrace load: {exc}", file=err)

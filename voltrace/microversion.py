@@ -36,8 +36,7 @@ def parse_version_string(text: str) -> APIVersion:
     if match is None:
         raise NovaFault(
             400,
-            f"API Version String {text} is of invalid format. "
-            "Must be of format MajorNum.MinorNum.",
+            f"API Version String {text} is of invalid format. Must be of format MajorNum.MinorNum.",
             "invalid_microversion",
         )
     return APIVersion(int(match.group(1)), int(match.group(2)))
@@ -47,7 +46,8 @@ def requested_version(headers: Mapping[str, str]) -> APIVersion:
     """nova/api/openstack/wsgi.py:Request.set_api_version_request (the parse half)."""
     text = microversion_parse.get_version(
         cast(Any, headers),  # any case-insensitive mapping of header names
-        service_type="compute", legacy_headers=[LEGACY_API_VERSION_HEADER],
+        service_type="compute",
+        legacy_headers=[LEGACY_API_VERSION_HEADER],
     )
     if text is None:
         return MIN_API_VERSION

@@ -30,15 +30,24 @@ from voltrace.cinder import CinderSettings
 
 # nova/conf/cinder.py, the options this endpoint uses (same names, defaults, bounds).
 CINDER_OPTS = [
-    cfg.StrOpt("catalog_info", default="volumev3::publicURL",
-               regex=r"^\w+:\w*:.*$",
-               help="<service_type>:<service_name>:<interface> of Cinder in the catalog"),
-    cfg.StrOpt("endpoint_template",
-               help="override the catalog: e.g. http://cinder:8776/v3/%%(project_id)s"),
+    cfg.StrOpt(
+        "catalog_info",
+        default="volumev3::publicURL",
+        regex=r"^\w+:\w*:.*$",
+        help="<service_type>:<service_name>:<interface> of Cinder in the catalog",
+    ),
+    cfg.StrOpt(
+        "endpoint_template", help="override the catalog: e.g. http://cinder:8776/v3/%%(project_id)s"
+    ),
     cfg.StrOpt("os_region_name", help="region of the Cinder endpoint in the catalog"),
-    cfg.IntOpt("http_retries", default=3, min=0,
-               help="number of times to retry a refused connection to Cinder"),
+    cfg.IntOpt(
+        "http_retries",
+        default=3,
+        min=0,
+        help="number of times to retry a refused connection to Cinder",
+    ),
 ]
+
 
 @dataclass(frozen=True)
 class NovaConf:
@@ -66,8 +75,9 @@ def load(path: str) -> NovaConf:
     for group, options in policy_opts.list_opts():
         conf.register_opts(options, group=group)
     try:
-        conf(["--config-file", path], project="nova", default_config_files=[],
-             default_config_dirs=[])
+        conf(
+            ["--config-file", path], project="nova", default_config_files=[], default_config_dirs=[]
+        )
         return _read(conf, path)
     except (cfg.Error, ValueError) as exc:
         raise NovaConfError(f"{path}: {exc}") from exc
@@ -80,8 +90,11 @@ def _read(conf: cfg.ConfigOpts, path: str) -> NovaConf:
     # when the operator set it or it exists next to nova.conf.
     candidate = conf.oslo_policy.policy_file
     if candidate:
-        resolved = candidate if os.path.isabs(candidate) else os.path.join(
-            os.path.dirname(os.path.abspath(path)), candidate)
+        resolved = (
+            candidate
+            if os.path.isabs(candidate)
+            else os.path.join(os.path.dirname(os.path.abspath(path)), candidate)
+        )
         explicitly_set = conf.oslo_policy.policy_file != "policy.yaml"
         if explicitly_set or os.path.exists(resolved):
             policy_file = resolved

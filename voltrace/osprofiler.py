@@ -84,8 +84,10 @@ class OSProfilerRequestHook:
 
     def __init__(self, hmac_key: str) -> None:
         if not hmac_key:
-            raise ValueError("the OSProfiler HMAC key must not be empty "
-                             "(osprofiler ignores unsigned trace headers)")
+            raise ValueError(
+                "the OSProfiler HMAC key must not be empty "
+                "(osprofiler ignores unsigned trace headers)"
+            )
         self._key = hmac_key
 
     def __call__(self, span: Span, request: Any) -> None:

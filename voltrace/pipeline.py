@@ -30,7 +30,10 @@ class PipelineObserver(Protocol):
     def request(self, state: CreateState) -> AbstractContextManager[object]: ...
 
     def stage(
-        self, stage: Stage, state: CreateState, record: StageRecord,
+        self,
+        stage: Stage,
+        state: CreateState,
+        record: StageRecord,
     ) -> AbstractContextManager[object]: ...
 
 
@@ -61,8 +64,7 @@ class ObserverErrors:
             first = key not in self._seen
             self._seen.add(key)
         if first:
-            LOG.error("telemetry observer failed in %s; the request goes on", where,
-                      exc_info=exc)
+            LOG.error("telemetry observer failed in %s; the request goes on", where, exc_info=exc)
 
 
 OBSERVER_ERRORS = ObserverErrors()
@@ -70,7 +72,9 @@ OBSERVER_ERRORS = ObserverErrors()
 
 @contextmanager
 def guarded(
-    where: str, open_observation: Callable[..., AbstractContextManager[object]], *args: object,
+    where: str,
+    open_observation: Callable[..., AbstractContextManager[object]],
+    *args: object,
 ) -> Iterator[None]:
     """Run the body inside ``open_observation(*args)``; its own failures are only counted."""
     try:
@@ -93,7 +97,9 @@ class Pipeline:
     """Runs the stages in order over a CreateState; the first fault stops it."""
 
     def __init__(
-        self, services: StageServices, stages: Sequence[Stage] | None = None,
+        self,
+        services: StageServices,
+        stages: Sequence[Stage] | None = None,
         observer: PipelineObserver | None = None,
     ) -> None:
         self.services = services

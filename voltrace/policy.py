@@ -98,8 +98,12 @@ class VolumePolicy:
         target = {"project_id": context.project_id, "user_id": context.user_id}
         try:
             self._enforcer.authorize(
-                CREATE_RULE, target, context, do_raise=True,
-                exc=PolicyNotAuthorized, action=CREATE_RULE,
+                CREATE_RULE,
+                target,
+                context,
+                do_raise=True,
+                exc=PolicyNotAuthorized,
+                action=CREATE_RULE,
             )
         except policy.InvalidScope as exc:
             denied = PolicyNotAuthorized(action=CREATE_RULE)

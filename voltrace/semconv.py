@@ -50,25 +50,29 @@ INSTRUMENTATION_SCOPE = "voltrace"
 # -- stages and the Nova code each mirrors ----------------------------------
 
 STAGE_NAMES = (
-    "parse", "authorize", "resolve_snapshot", "derive_size", "call_cinder", "translate",
+    "parse",
+    "authorize",
+    "resolve_snapshot",
+    "derive_size",
+    "call_cinder",
+    "translate",
 )
 
 # Answers given before the pipeline runs come from these paste filters.
 MIDDLEWARE_STAGES = ("sizelimit", "keystonecontext", "router", "wsgi")
 
 NOVA_CODE: dict[str, str] = {
-    "parse": "nova/api/openstack/wsgi.py:Resource._process_stack, then "
-             "@validation.schema(create)",
+    "parse": "nova/api/openstack/wsgi.py:Resource._process_stack, then @validation.schema(create)",
     "authorize": "nova/api/openstack/compute/volumes.py:VolumeController.create: "
-                 "context.can(BASE_POLICY_NAME)",
+    "context.can(BASE_POLICY_NAME)",
     "resolve_snapshot": "nova/volume/cinder.py:API.get_snapshot "
-                        "(GET /v3/{project_id}/snapshots/{id})",
+    "(GET /v3/{project_id}/snapshots/{id})",
     "derive_size": "nova/api/openstack/compute/volumes.py:VolumeController.create: "
-                   "size = vol.get('size')",
+    "size = vol.get('size')",
     "call_cinder": "nova/volume/cinder.py:API.create "
-                   "(POST /v3/{project_id}/volumes, then the lazy GET)",
+    "(POST /v3/{project_id}/volumes, then the lazy GET)",
     "translate": "nova/api/openstack/compute/volumes.py:_translate_volume_detail_view "
-                 "+ the Location header",
+    "+ the Location header",
     "sizelimit": "oslo_middleware/sizelimit.py:RequestBodySizeLimiter (api-paste.ini: sizelimit)",
     "keystonecontext": "nova/api/auth.py:NovaKeystoneContext (api-paste.ini: keystonecontext)",
     "router": "nova/api/openstack/__init__.py:ProjectMapper (the API router)",
@@ -166,104 +170,152 @@ def _failure_table(*rows: FailureClass) -> dict[str, FailureClass]:
 
 FAILURES: dict[str, FailureClass] = _failure_table(
     FailureClass(
-        "request_too_large", "sizelimit", "request body larger than 114688 bytes",
+        "request_too_large",
+        "sizelimit",
+        "request body larger than 114688 bytes",
         "Shrink the request body; [oslo_middleware] max_request_body_size caps it.",
     ),
     FailureClass(
-        "unauthenticated", "keystonecontext", "no user identity on the request",
+        "unauthenticated",
+        "keystonecontext",
+        "no user identity on the request",
         "Put keystonemiddleware auth_token in front, or send X-User-Id/X-Project-Id.",
     ),
     FailureClass(
-        "invalid_service_catalog", "keystonecontext", "X-Service-Catalog is not valid JSON",
+        "invalid_service_catalog",
+        "keystonecontext",
+        "X-Service-Catalog is not valid JSON",
         "Whatever sets X-Service-Catalog (keystonemiddleware) sends a broken catalog.",
     ),
     FailureClass(
-        "invalid_microversion", "parse", "microversion header is not MajorNum.MinorNum",
+        "invalid_microversion",
+        "parse",
+        "microversion header is not MajorNum.MinorNum",
         "Send 'OpenStack-API-Version: compute 2.35' (or omit it for 2.1).",
     ),
     FailureClass(
-        "unsupported_microversion", "parse", "microversion outside 2.1..2.104",
+        "unsupported_microversion",
+        "parse",
+        "microversion outside 2.1..2.104",
         "Ask for a microversion between 2.1 and 2.35 for os-volumes.",
     ),
     FailureClass(
-        "unsupported_media_type", "parse", "Content-Type is not JSON",
+        "unsupported_media_type",
+        "parse",
+        "Content-Type is not JSON",
         "Send 'Content-Type: application/json'.",
     ),
     FailureClass(
-        "malformed_body", "parse", "request body is not valid JSON",
+        "malformed_body",
+        "parse",
+        "request body is not valid JSON",
         "Check the JSON the client sends (quoting, UTF-8, trailing commas).",
     ),
     FailureClass(
-        "project_mismatch", "parse", "project id in the URL differs from the token's",
+        "project_mismatch",
+        "parse",
+        "project id in the URL differs from the token's",
         "Use the token's project id in the URL, or drop it: POST /v2.1/os-volumes.",
     ),
     FailureClass(
-        "microversion_not_found", "parse", "os-volumes is a proxy API removed after 2.35",
+        "microversion_not_found",
+        "parse",
+        "os-volumes is a proxy API removed after 2.35",
         "Request microversion <= 2.35, or create the volume through Cinder's API directly.",
     ),
     FailureClass(
-        "schema_invalid", "parse", "request body fails Nova's schema",
+        "schema_invalid",
+        "parse",
+        "request body fails Nova's schema",
         "Fix the field named in Nova's message.",
     ),
     FailureClass(
-        "policy_denied", "authorize", "policy os_compute_api:os-volumes:create denied",
+        "policy_denied",
+        "authorize",
+        "policy os_compute_api:os-volumes:create denied",
         "The caller needs role member (or admin) on the project: "
         "openstack role assignment list --user USER --project PROJECT --names",
     ),
     FailureClass(
-        "snapshot_not_found", "resolve_snapshot", "Cinder has no such snapshot",
+        "snapshot_not_found",
+        "resolve_snapshot",
+        "Cinder has no such snapshot",
         "Check the snapshot exists in the caller's project: openstack volume snapshot show ID",
     ),
     FailureClass(
-        "cinder_forbidden", "call_cinder", "Cinder answered 403",
+        "cinder_forbidden",
+        "call_cinder",
+        "Cinder answered 403",
         "Cinder's policy refused the caller; read Cinder's message and its policy file.",
     ),
     FailureClass(
-        "cinder_bad_request", "call_cinder", "Cinder rejected the request (400)",
+        "cinder_bad_request",
+        "call_cinder",
+        "Cinder rejected the request (400)",
         "Read Cinder's message: size, availability zone or metadata were refused.",
     ),
     FailureClass(
-        "over_quota", "call_cinder", "Cinder quota exceeded (413)",
+        "over_quota",
+        "call_cinder",
+        "Cinder quota exceeded (413)",
         "Check the project's volume quota: openstack quota show --volume PROJECT; "
         "cinder quota-usage PROJECT",
     ),
     FailureClass(
-        "cinder_not_found", "call_cinder", "Cinder answered 404 (e.g. unknown volume type)",
+        "cinder_not_found",
+        "call_cinder",
+        "Cinder answered 404 (e.g. unknown volume type)",
         "Check the volume type exists: openstack volume type list",
     ),
     FailureClass(
-        "cinder_unreachable", "call_cinder", "no connection to cinder-api",
+        "cinder_unreachable",
+        "call_cinder",
+        "no connection to cinder-api",
         "Check cinder-api is up and the endpoint is right: openstack endpoint list "
         "--service volumev3; curl the endpoint from the nova-api host.",
     ),
     FailureClass(
-        "cinder_unauthorized", "call_cinder", "Cinder refused the user's token (401)",
+        "cinder_unauthorized",
+        "call_cinder",
+        "Cinder refused the user's token (401)",
         "The token expired or Cinder's keystonemiddleware cannot validate it.",
     ),
     FailureClass(
-        "cinder_server_error", "call_cinder", "Cinder answered 5xx",
+        "cinder_server_error",
+        "call_cinder",
+        "Cinder answered 5xx",
         "Look up Cinder's request id in cinder-api's log for the traceback.",
     ),
     FailureClass(
-        "cinder_endpoint_not_found", "call_cinder", "no volumev3 endpoint in the catalog",
+        "cinder_endpoint_not_found",
+        "call_cinder",
+        "no volumev3 endpoint in the catalog",
         "Register the endpoint (openstack endpoint list --service volumev3) "
         "or set [cinder] endpoint_template.",
     ),
     FailureClass(
-        "cinder_unsupported_version", "call_cinder", "Cinder endpoint is not the v3 API",
+        "cinder_unsupported_version",
+        "call_cinder",
+        "Cinder endpoint is not the v3 API",
         "Point the endpoint at .../v3/%(project_id)s.",
     ),
     FailureClass(
-        "cinder_bad_response", "call_cinder", "Cinder's answer could not be read",
+        "cinder_bad_response",
+        "call_cinder",
+        "Cinder's answer could not be read",
         "Something between nova-api and cinder-api mangles responses (proxy, LB); "
         "curl the endpoint and check the body.",
     ),
     FailureClass(
-        "no_route", "router", "not POST /v2.1[/{project_id}]/os-volumes",
+        "no_route",
+        "router",
+        "not POST /v2.1[/{project_id}]/os-volumes",
         "voltrace serves only the volume create; check the method and URL.",
     ),
     FailureClass(
-        "internal_error", "any", "unexpected error inside nova-api",
+        "internal_error",
+        "any",
+        "unexpected error inside nova-api",
         "Search nova-api's log for the request id; this is a bug or a misconfiguration.",
     ),
 )

@@ -43,17 +43,22 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         "--config-file); '' looks volumev3 up in X-Service-Catalog",
     )
     parser.add_argument(
-        "--enable-proxy-headers-parsing", action="store_true",
+        "--enable-proxy-headers-parsing",
+        action="store_true",
         help="trust X-Forwarded-Proto/Forwarded from a proxy in front, as oslo's "
         "[oslo_middleware] option of the same name (default off, like nova)",
     )
     parser.add_argument(
-        "--follow-volumes", action="store_true",
+        "--follow-volumes",
+        action="store_true",
         help="after each 200, poll Cinder with the caller's token until the volume settles, "
         "for the async-outcome metrics, span and log line (not something Nova does)",
     )
     parser.add_argument(
-        "--follow-timeout", type=float, default=300.0, metavar="SECONDS",
+        "--follow-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
         help="give up following a volume still creating after this long "
         "(default %(default)s; counted as stuck_creating)",
     )

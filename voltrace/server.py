@@ -66,8 +66,11 @@ def build_service(config: ServeConfig, telemetry: Telemetry | None = None) -> An
         _followers.append(follower)
         observer = FollowingObserver(observer, follower)
     pipeline = Pipeline(services, observer=observer)
-    app = build_app(pipeline, config.max_request_body_size,
-                    enable_proxy_headers_parsing=config.enable_proxy_headers_parsing)
+    app = build_app(
+        pipeline,
+        config.max_request_body_size,
+        enable_proxy_headers_parsing=config.enable_proxy_headers_parsing,
+    )
     return telemetry.instrument_wsgi(app) if telemetry else app
 
 
@@ -157,15 +160,15 @@ class EmbeddedServer:
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, threads: int = 16) -> None:
         from cheroot import wsgi
 
-        self._server = wsgi.Server((host, port), app, numthreads=threads,
-                                   server_name="voltrace")
+        self._server = wsgi.Server((host, port), app, numthreads=threads, server_name="voltrace")
         self._server.ConnectionClass = _nova_like_cheroot()
         self._thread: threading.Thread | None = None
 
     def start(self) -> EmbeddedServer:
         self._server.prepare()  # binds, so the real port is known now
-        self._thread = threading.Thread(target=self._server.serve, name="voltrace-embedded",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve, name="voltrace-embedded", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -251,7 +254,8 @@ def _nova_like_gunicorn() -> None:
     if getattr(gunicorn_wsgi.create, "voltrace_patched", False):
         return
     message.RFC9110_5_3_SINGLETON_FIELDS = frozenset(
-        name for name in message.RFC9110_5_3_SINGLETON_FIELDS if name != "CONTENT-TYPE")
+        name for name in message.RFC9110_5_3_SINGLETON_FIELDS if name != "CONTENT-TYPE"
+    )
     original_create = gunicorn_wsgi.create
 
     def create(req: Any, *args: Any, **kwargs: Any) -> Any:

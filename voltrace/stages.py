@@ -49,8 +49,7 @@ class UncaughtFault(NovaFault):
 
     @classmethod
     def of(cls, exc: BaseException) -> UncaughtFault:
-        return cls(500, webob.exc.HTTPInternalServerError.explanation, "internal_error",
-                   cause=exc)
+        return cls(500, webob.exc.HTTPInternalServerError.explanation, "internal_error", cause=exc)
 
 
 def parse(state: CreateState) -> StageReport:
@@ -93,8 +92,9 @@ def parse(state: CreateState) -> StageReport:
         raise NovaFault(404, "The resource could not be found.", "microversion_not_found")
 
     state.services.validator.validate(state.body)
-    return StageReport({"api_version": str(state.api_version),
-                        "has_snapshot": "snapshot_id" in state.volume_spec})
+    return StageReport(
+        {"api_version": str(state.api_version), "has_snapshot": "snapshot_id" in state.volume_spec}
+    )
 
 
 def _content_type(headers: Any) -> str | None:
@@ -125,12 +125,22 @@ def resolve_snapshot(state: CreateState) -> StageReport:
         _refuse_admin_without_token(state)
         state.snapshot = state.services.volume_api.get_snapshot(state.request.identity, snapshot_id)
     except errors.SnapshotNotFound as exc:
-        raise NovaFault(404, exc.format_message(), "snapshot_not_found", cause=exc,
-                        details={**budget, "snapshot.id": snapshot_id}) from exc
+        raise NovaFault(
+            404,
+            exc.format_message(),
+            "snapshot_not_found",
+            cause=exc,
+            details={**budget, "snapshot.id": snapshot_id},
+        ) from exc
     except Exception as exc:
         raise controller_fault(exc, {**budget, "snapshot.id": snapshot_id}) from exc
-    return StageReport({**budget, "snapshot.id": snapshot_id,
-                        "snapshot.volume_size": state.snapshot["volume_size"]})
+    return StageReport(
+        {
+            **budget,
+            "snapshot.id": snapshot_id,
+            "snapshot.volume_size": state.snapshot["volume_size"],
+        }
+    )
 
 
 def _refuse_admin_without_token(state: CreateState) -> None:
@@ -179,15 +189,16 @@ def call_cinder(state: CreateState) -> StageReport:
             availability_zone=vol.get("availability_zone"),
         )
     except errors.InvalidInput as exc:
-        raise NovaFault(400, exc.format_message(), "cinder_bad_request", cause=exc,
-                        details=budget) from exc
+        raise NovaFault(
+            400, exc.format_message(), "cinder_bad_request", cause=exc, details=budget
+        ) from exc
     except errors.OverQuota as exc:
-        raise NovaFault(403, exc.format_message(), "over_quota", cause=exc,
-                        details=budget) from exc
+        raise NovaFault(403, exc.format_message(), "over_quota", cause=exc, details=budget) from exc
     except Exception as exc:
         raise controller_fault(exc, budget) from exc
-    return StageReport({**budget, "volume.id": state.volume["id"],
-                        "volume.status": state.volume["status"]})
+    return StageReport(
+        {**budget, "volume.id": state.volume["id"], "volume.status": state.volume["status"]}
+    )
 
 
 def translate(state: CreateState) -> StageReport:
@@ -240,8 +251,7 @@ def _translate_attachment_view(volume_id: str, server_id: str, mountpoint: str |
 def controller_fault(exc: Exception, details: dict[str, Any]) -> NovaFault:
     """nova/api/openstack/wsgi.py:ResourceExceptionHandler + extensions.expected_errors."""
     if isinstance(exc, errors.Forbidden):
-        return NovaFault(403, exc.format_message(), "cinder_forbidden", cause=exc,
-                         details=details)
+        return NovaFault(403, exc.format_message(), "cinder_forbidden", cause=exc, details=details)
     fault = unexpected_api_error(exc, failure_class_of(exc))
     fault.details.update(details)
     return fault
@@ -263,8 +273,10 @@ _FAILURE_BY_TYPE: tuple[tuple[type[BaseException] | tuple[type[BaseException], .
     (errors.InvalidInput, "cinder_bad_request"),
     (errors.NotFound, "cinder_not_found"),
     (errors.OverQuota, "over_quota"),
-    ((errors.UnsupportedCinderAPIVersion, cinder_exception.UnsupportedVersion),
-     "cinder_unsupported_version"),
+    (
+        (errors.UnsupportedCinderAPIVersion, cinder_exception.UnsupportedVersion),
+        "cinder_unsupported_version",
+    ),
     (keystone_exception.EndpointNotFound, "cinder_endpoint_not_found"),
     (cinder_exception.Unauthorized, "cinder_unauthorized"),
     (cinder_exception.ClientException, "cinder_server_error"),

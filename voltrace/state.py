@@ -119,4 +119,3 @@ class CreateState:
     @property
     def http_status(self) -> int:
         return self.fault.status if self.fault is not None else 200
-

@@ -65,6 +65,7 @@ class Captured:
         Complete means: nova-api's server span for ``request_id`` has ended, and
         every client span that got an answer has the callee's server span under it.
         """
+
         def ready(captured: Captured) -> list[ReadableSpan] | None:
             try:
                 server = captured.server_span(request_id)
@@ -80,27 +81,36 @@ class Captured:
         return self.wait_for(ready, timeout)
 
     def server_spans(self, service: str = "nova-api") -> list[ReadableSpan]:
-        return [s for s in self.spans
-                if s.kind is SpanKind.SERVER and service_of(s) == service]
+        return [s for s in self.spans if s.kind is SpanKind.SERVER and service_of(s) == service]
 
     def server_span(self, request_id: str | None = None) -> ReadableSpan:
         """nova-api's SERVER span (of the request with this id, when given)."""
-        matches = [s for s in self.server_spans()
-                   if request_id is None
-                   or (s.attributes or {}).get("openstack.request_id") == request_id]
+        matches = [
+            s
+            for s in self.server_spans()
+            if request_id is None or (s.attributes or {}).get("openstack.request_id") == request_id
+        ]
         if len(matches) != 1:
             raise LookupError(f"expected one nova-api server span, found {len(matches)}")
         return matches[0]
 
     def trace(self, trace_id: int) -> list[ReadableSpan]:
-        return sorted((s for s in self.spans if s.context.trace_id == trace_id),
-                      key=lambda s: s.start_time or 0)
+        return sorted(
+            (s for s in self.spans if s.context.trace_id == trace_id),
+            key=lambda s: s.start_time or 0,
+        )
 
     def children(self, parent: ReadableSpan) -> list[ReadableSpan]:
-        return sorted((s for s in self.spans
-                       if s.parent is not None and s.parent.span_id == parent.context.span_id
-                       and s.context.trace_id == parent.context.trace_id),
-                      key=lambda s: s.start_time or 0)
+        return sorted(
+            (
+                s
+                for s in self.spans
+                if s.parent is not None
+                and s.parent.span_id == parent.context.span_id
+                and s.context.trace_id == parent.context.trace_id
+            ),
+            key=lambda s: s.start_time or 0,
+        )
 
     def pipeline_span(self, server: ReadableSpan | None = None) -> ReadableSpan:
         server = server or self.server_span()
@@ -108,8 +118,10 @@ class Captured:
 
     def tree(self, root: ReadableSpan) -> list[Any]:
         """``[(service, kind, name), [children...]]``, for whole-tree assertions."""
-        return [(service_of(root), root.kind.name, root.name),
-                [self.tree(child) for child in self.children(root)]]
+        return [
+            (service_of(root), root.kind.name, root.name),
+            [self.tree(child) for child in self.children(root)],
+        ]
 
     def logs_for(self, request_id: str) -> list[dict[str, Any]]:
         return [e for e in self.logs if e.get("request_id") == request_id]

@@ -26,6 +26,7 @@ def listening(port: int, process: subprocess.Popen | None = None) -> bool:
         return False
 
 
-def wait_for_port(port: int, process: subprocess.Popen | None = None,
-                  timeout: float = 30.0) -> None:
+def wait_for_port(
+    port: int, process: subprocess.Popen | None = None, timeout: float = 30.0
+) -> None:
     poll(lambda: listening(port, process), timeout, f"something to listen on port {port}")

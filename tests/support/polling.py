@@ -6,8 +6,9 @@ import time
 from typing import Any
 
 
-def poll(predicate: Any, timeout: float = 30.0, what: str = "condition",
-         interval: float = 0.05) -> Any:
+def poll(
+    predicate: Any, timeout: float = 30.0, what: str = "condition", interval: float = 0.05
+) -> Any:
     """Return ``predicate()``'s first truthy result; TimeoutError after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

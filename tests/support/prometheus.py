@@ -46,8 +46,11 @@ class Prometheus:
     def query(self, expr: str) -> list[dict]:
         data = self.api("query", query=expr)
         assert data["resultType"] in ("vector", "scalar"), data
-        return data["result"] if data["resultType"] == "vector" else [
-            {"metric": {}, "value": data["result"]}]
+        return (
+            data["result"]
+            if data["resultType"] == "vector"
+            else [{"metric": {}, "value": data["result"]}]
+        )
 
 
 def substitute(expr: str) -> str:
@@ -57,8 +60,12 @@ def substitute(expr: str) -> str:
 
 def dashboard_targets() -> list[tuple[str, dict]]:
     panels = json.loads(DASHBOARD.read_text())["panels"]
-    return [(panel["title"], target) for panel in panels if panel["type"] != "row"
-            for target in panel.get("targets", [])]
+    return [
+        (panel["title"], target)
+        for panel in panels
+        if panel["type"] != "row"
+        for target in panel.get("targets", [])
+    ]
 
 
 @contextmanager
@@ -79,10 +86,17 @@ def running_prometheus(tmp: Path, targets: list[str]) -> Iterator[Prometheus]:
     port = free_port()
     with (tmp / "prometheus.log").open("w") as log:
         process = subprocess.Popen(
-            ["prometheus", f"--config.file={tmp / 'prometheus.yml'}",
-             f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-             "--enable-feature=exemplar-storage", "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT)
+            [
+                "prometheus",
+                f"--config.file={tmp / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--enable-feature=exemplar-storage",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
