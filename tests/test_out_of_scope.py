@@ -9,6 +9,8 @@ answers first, as in nova.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.conftest import member_headers
@@ -70,3 +72,12 @@ def test_identity_is_still_checked_first(nova):
     """Under /v2.1/ the keystone context runs before the router: no user is 401."""
     headers = {k: v for k, v in HEADERS.items() if k != "X-User-Id"}
     assert nova.client().request("GET", "/v2.1/os-volumes", None, headers).status == 401
+
+
+def test_healthcheck_is_served_only_when_asked(start_nova: Any) -> None:
+    """--healthcheck mounts oslo.middleware's probe; it is never counted as a create."""
+    with_probe = start_nova(healthcheck=True).client()
+    answer = with_probe.request("GET", "/healthcheck")
+    assert answer.status == 200
+    without = start_nova().client()
+    assert without.request("GET", "/healthcheck").status != 200

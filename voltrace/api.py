@@ -28,6 +28,7 @@ import webob.dec
 import webob.exc
 from oslo_config import cfg
 from oslo_middleware import cors, http_proxy_to_wsgi, request_id, sizelimit
+from oslo_middleware import healthcheck as oslo_healthcheck
 
 from voltrace import routing, semconv
 from voltrace.errors import NovaFault
@@ -383,8 +384,12 @@ def build_app(
     pipeline: Pipeline,
     max_request_body_size: int = MAX_REQUEST_BODY_SIZE,
     enable_proxy_headers_parsing: bool = False,
+    healthcheck: bool = False,
 ) -> Any:
     """The WSGI application: nova's URL map, each app with its middleware in nova's order.
+
+    ``healthcheck`` mounts oslo.middleware's ``/healthcheck`` (what operators add to
+    api-paste.ini's URL map for load balancers; nova 34's shipped file has none).
 
     ``enable_proxy_headers_parsing`` is oslo's ``[oslo_middleware]`` option of that name
     (off by default, as in nova): only then do X-Forwarded-Proto / Forwarded change the URL.
@@ -413,14 +418,30 @@ def build_app(
     legacy = cors_filter(
         ComputeReqIdMiddleware(FaultWrapper(OutOfScope("the legacy /v2 API"))), conf
     )
-    return RouteRecorder(
-        URLMap(
-            {
-                routing.V21_API: api,
-                routing.V21_VERSION: v21_version,
-                routing.ROOT_VERSIONS: root,
-                routing.LEGACY_API: legacy,
-                routing.LEGACY_VERSION: legacy,
-            }
-        )
+    app: Any = URLMap(
+        {
+            routing.V21_API: api,
+            routing.V21_VERSION: v21_version,
+            routing.ROOT_VERSIONS: root,
+            routing.LEGACY_API: legacy,
+            routing.LEGACY_VERSION: legacy,
+        }
     )
+    if healthcheck:
+        app = WithHealthcheck(app, oslo_healthcheck.Healthcheck(None, {"backends": ""}))
+    return RouteRecorder(app)
+
+
+class WithHealthcheck:
+    """``/healthcheck: healthcheck`` in the URL map: oslo.middleware's probe, no auth."""
+
+    PATH = "/healthcheck"
+
+    def __init__(self, application: Any, probe: Any) -> None:
+        self.application = application
+        self.probe = probe
+
+    def __call__(self, environ: dict, start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == self.PATH:
+            return self.probe(environ, start_response)
+        return self.application(environ, start_response)

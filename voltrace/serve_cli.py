@@ -49,6 +49,12 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         "[oslo_middleware] option of the same name (default off, like nova)",
     )
     parser.add_argument(
+        "--healthcheck",
+        action="store_true",
+        help="serve oslo.middleware's /healthcheck for load balancers (nova 34's "
+        "api-paste.ini has none; operators add it)",
+    )
+    parser.add_argument(
         "--follow-volumes",
         action="store_true",
         help="after each 200, poll Cinder with the caller's token until the volume settles, "
@@ -172,6 +178,7 @@ def run_cli(args: argparse.Namespace) -> int:
         config.enable_proxy_headers_parsing = conf.enable_proxy_headers_parsing
     if args.enable_proxy_headers_parsing:
         config.enable_proxy_headers_parsing = True
+    config.healthcheck = args.healthcheck
     if args.follow_volumes:
         from voltrace.follow import FollowSettings
 

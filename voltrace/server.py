@@ -48,6 +48,8 @@ class ServeConfig:
     enable_proxy_headers_parsing: bool = False
     # --follow-volumes: off by default, as Nova never looks at a volume after its 200.
     follow: FollowSettings | None = None
+    # --healthcheck: oslo.middleware's /healthcheck, for load balancers' probes.
+    healthcheck: bool = False
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
 
@@ -70,6 +72,7 @@ def build_service(config: ServeConfig, telemetry: Telemetry | None = None) -> An
         pipeline,
         config.max_request_body_size,
         enable_proxy_headers_parsing=config.enable_proxy_headers_parsing,
+        healthcheck=config.healthcheck,
     )
     return telemetry.instrument_wsgi(app) if telemetry else app
 
