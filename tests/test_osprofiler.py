@@ -222,7 +222,7 @@ def test_concurrent_creates_each_carry_their_own_client_span(tmp_path):
         try:
             return client.create_volume(
                 {"size": 1},
-                headers=identity_headers(project_id=f"p{index % 4}", token=f"tok-{index}"),
+                headers=identity_headers(project_id=f"{index % 4:032x}", token=f"tok-{index}"),
             ).status
         finally:
             client.close()

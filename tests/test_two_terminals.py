@@ -16,6 +16,9 @@ from tests.conftest import TEST_TOKEN, member_headers
 from tests.support.rotel import free_port, wait_for_port
 from voltrace.client import NovaClient
 
+# The README's walkthrough project: hex, as Cinder routes only keystone-style ids.
+DEMO_PROJECT = "0123456789abcdef0123456789abcdef"
+
 
 def start(args: list[str], log: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -97,7 +100,7 @@ def test_create_across_two_processes_is_one_trace(two_terminals):
     trace: Cinder's SERVER span is parented on nova-api's CLIENT span."""
     client = NovaClient(f"http://127.0.0.1:{two_terminals['nova_port']}")
     response = client.create_volume(
-        {"size": 1, "display_name": "hello"}, headers=member_headers(project_id="demo")
+        {"size": 1, "display_name": "hello"}, headers=member_headers(project_id=DEMO_PROJECT)
     )
     client.close()
     assert response.status == 200
@@ -105,7 +108,7 @@ def test_create_across_two_processes_is_one_trace(two_terminals):
 
     cinder = NovaClient(f"http://127.0.0.1:{two_terminals['cinder_port']}")
     shown = cinder.request(
-        "GET", f"/v3/demo/volumes/{volume_id}", None, {"X-Auth-Token": TEST_TOKEN}
+        "GET", f"/v3/{DEMO_PROJECT}/volumes/{volume_id}", None, {"X-Auth-Token": TEST_TOKEN}
     )
     cinder.close()
     assert shown.status == 200 and shown.json()["volume"]["name"] == "hello"
@@ -116,7 +119,10 @@ def test_create_across_two_processes_is_one_trace(two_terminals):
     nova_spans = spans_in(two_terminals["dir"] / "nova.jsonl")
     cinder_spans = spans_in(two_terminals["dir"] / "cinder.jsonl")
     assert {s["service"] for s in nova_spans} == {"nova-api"}
-    assert {s["service"] for s in cinder_spans} == {"cinder-api"}
+    # cinder-sim traces its asynchronous create too, as far as it got before SIGTERM.
+    services = {s["service"] for s in cinder_spans}
+    assert "cinder-api" in services
+    assert services <= {"cinder-api", "cinder-scheduler", "cinder-volume"}
     trace_ids = {s["traceId"] for s in nova_spans if s["name"] == "POST /v2.1/os-volumes"}
     (trace_id,) = trace_ids
     nova_by_id = {s["spanId"]: s for s in nova_spans}
