@@ -120,7 +120,6 @@ def test_nothing_but_main_imports_the_dispatcher():
     assert importers == ["voltrace.__main__"]
 
 
-@pytest.mark.xfail(strict=True, reason=OTHERS_CIRCLES)
 def test_voltrace_has_no_import_circle():
     """No import circle anywhere in voltrace, counting imports inside functions."""
     assert cycles(import_graph()) == []

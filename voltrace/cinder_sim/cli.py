@@ -319,10 +319,8 @@ def add_command_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m voltrace.cinder_sim``: the same as ``voltrace cinder-sim``."""
-    import voltrace.cinder_sim
-
     parser = argparse.ArgumentParser(
-        prog="cinder-sim", description=(voltrace.cinder_sim.__doc__ or "").partition("\n")[0]
+        prog="cinder-sim", description="A Cinder v3 API simulator over real HTTP."
     )
     add_command_arguments(parser)
     return run_command(parser.parse_args(argv))

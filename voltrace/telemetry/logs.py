@@ -40,7 +40,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from voltrace.telemetry import hygiene
+import voltrace.telemetry.hygiene as hygiene
 from voltrace.telemetry.capture import forward_to_listeners
 
 LOG_FORMATS = ("auto", "json", "console", "oslo")

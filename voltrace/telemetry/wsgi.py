@@ -35,7 +35,7 @@ from voltrace import semconv
 from voltrace.identity import ENV_CONTEXT
 from voltrace.pipeline import OBSERVER_ERRORS
 from voltrace.record import RequestRecord
-from voltrace.telemetry import hygiene
+import voltrace.telemetry.hygiene as hygiene
 from voltrace.telemetry.observer import identity_fields, ids
 
 if TYPE_CHECKING:
