@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from voltrace import semconv
 from voltrace.explain import advice
 

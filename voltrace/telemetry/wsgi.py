@@ -31,11 +31,11 @@ from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.trace import SpanContext
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+import voltrace.telemetry.hygiene as hygiene
 from voltrace import semconv
 from voltrace.identity import ENV_CONTEXT
 from voltrace.pipeline import OBSERVER_ERRORS
 from voltrace.record import RequestRecord
-import voltrace.telemetry.hygiene as hygiene
 from voltrace.telemetry.observer import identity_fields, ids
 
 if TYPE_CHECKING:
