@@ -46,6 +46,17 @@ import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 
 from tests.conftest import member_headers, require, set_volume_quota
+from tests.support.net import free_port
+from tests.support.prometheus import (
+    ALERTS,
+    DASHBOARD,
+    DASHBOARDS,
+    JOB,
+    REPO,
+    Prometheus,
+    dashboard_targets,
+    substitute,
+)
 from voltrace.cinder import CinderSettings
 from voltrace.cinder_sim import CinderSimulator, Fault
 from voltrace.client import NovaClient
@@ -53,12 +64,6 @@ from voltrace.server import EmbeddedServer, ServeConfig, build_service
 from voltrace.stages import STAGES
 from voltrace.telemetry import Telemetry, TelemetryConfig
 from voltrace.telemetry.metrics import ExemplarPrometheusMetricReader
-
-REPO = Path(__file__).resolve().parents[1]
-DASHBOARDS = REPO / "dashboards"
-DASHBOARD = DASHBOARDS / "grafana" / "voltrace.json"
-ALERTS = DASHBOARDS / "alerts.yml"
-JOB = "voltrace"
 
 PIPELINE_STAGES = {stage.name for stage in STAGES}
 # (failed_stage, failure_class, http_status) of every failure the rounds drive.
@@ -79,7 +84,6 @@ CINDER_CALLS = {
     ("GET", "/v3/{project_id}/snapshots/{snapshot_id}"),
 }
 # Grafana's variables, as a user with a 1 s scrape interval would get them.
-GRAFANA_VARIABLES = {"__rate_interval": "1m", "__interval": "1s", "__range": "5m", "job": JOB}
 FIRING = {  # alert -> label sets it must fire with under the driven traffic
     "VoltraceCreateFailureRatioHigh": [{"job": JOB}],
     "VoltraceStageLatencyHigh": [{"job": JOB, "stage": "call_cinder"}],
@@ -119,12 +123,6 @@ class HungCinder:
             conn.close()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def poll(
     check: Callable[[], Any],
     what: str,
@@ -162,21 +160,6 @@ def eventually(check: Callable[[], None], timeout: float = 5.0) -> None:
         time.sleep(0.2)
 
 
-def substitute(expr: str) -> str:
-    """Replace Grafana's $variables the way Grafana would before querying Prometheus."""
-    return re.sub(r"\$\{?(\w+)\}?", lambda m: GRAFANA_VARIABLES[m.group(1)], expr)
-
-
-def dashboard_targets() -> list[tuple[str, dict]]:
-    panels = json.loads(DASHBOARD.read_text())["panels"]
-    return [
-        (panel["title"], target)
-        for panel in panels
-        if panel["type"] != "row"
-        for target in panel.get("targets", [])
-    ]
-
-
 def alert_rules() -> list[dict]:
     return [
         rule
@@ -184,31 +167,6 @@ def alert_rules() -> list[dict]:
         for rule in group["rules"]
         if "alert" in rule
     ]
-
-
-@dataclass
-class Prometheus:
-    url: str
-    process: subprocess.Popen
-
-    def api(self, path: str, **params: Any) -> Any:
-        url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
-        try:
-            with urllib.request.urlopen(url, timeout=10) as answer:
-                body = json.load(answer)
-        except urllib.error.HTTPError as error:
-            raise AssertionError(f"{path} {params}: {error.read().decode()}") from None
-        assert body["status"] == "success", body
-        return body["data"]
-
-    def query(self, expr: str) -> list[dict]:
-        data = self.api("query", query=expr)
-        assert data["resultType"] in ("vector", "scalar"), data
-        return (
-            data["result"]
-            if data["resultType"] == "vector"
-            else [{"metric": {}, "value": data["result"]}]
-        )
 
 
 @dataclass
