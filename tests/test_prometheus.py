@@ -32,13 +32,10 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,6 +52,7 @@ from tests.support.prometheus import (
     REPO,
     Prometheus,
     dashboard_targets,
+    running_prometheus,
     substitute,
 )
 from voltrace.cinder import CinderSettings
@@ -271,47 +269,6 @@ def wait_scraped(stack: Stack) -> None:
     )
 
 
-def start_prometheus(tmp: Path, targets: list[str]) -> Prometheus:
-    rules = yaml.safe_load(ALERTS.read_text())
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            if "alert" in rule:
-                rule["for"] = "0s"  # fire on the first evaluation; promtool tests the real `for`
-    (tmp / "alerts.yml").write_text(yaml.safe_dump(rules, sort_keys=False))
-    config = yaml.safe_load((DASHBOARDS / "prometheus.yml").read_text())
-    config["global"].update(scrape_interval="1s", evaluation_interval="1s")
-    config["rule_files"] = [str(tmp / "alerts.yml")]
-    [job] = [j for j in config["scrape_configs"] if j["job_name"] == JOB]
-    job["static_configs"][0]["targets"] = targets
-    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    port = free_port()
-    log = (tmp / "prometheus.log").open("w")
-    process = subprocess.Popen(
-        [
-            "prometheus",
-            f"--config.file={tmp / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--enable-feature=exemplar-storage",
-            "--log.level=warn",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        assert process.poll() is None, (tmp / "prometheus.log").read_text()
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as answer:
-                return answer.status == 200
-        except OSError:
-            return False
-
-    poll(ready, "Prometheus to be ready")
-    return Prometheus(url, process)
-
-
 def listening(port: int, process: subprocess.Popen | None = None) -> bool:
     if process is not None:
         assert process.poll() is None, "voltrace serve exited"
@@ -341,8 +298,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # updates are throttled), which the rest of the setup overlaps.
         metrics_port, serve_port, serve_metrics = free_port(), free_port(), free_port()
         instances = {"inproc": f"127.0.0.1:{metrics_port}", "serve": f"127.0.0.1:{serve_metrics}"}
-        prometheus = start_prometheus(tmp, list(instances.values()))
-        closers.append(lambda: (prometheus.process.terminate(), prometheus.process.wait(20)))
+        running = running_prometheus(tmp, list(instances.values()))
+        prometheus = running.__enter__()
+        closers.append(lambda: running.__exit__(None, None, None))
         stack = Stack(prometheus, instances, {"inproc": 0, "serve": 0}, started=started)
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
