@@ -37,6 +37,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from tests.conftest import member_headers, require, set_volume_quota
+from tests.support.net import free_port
 from voltrace.cinder import CinderSettings
 from voltrace.cinder_sim import CinderSimulator, Fault
 from voltrace.client import NovaClient, identity_headers
@@ -62,12 +63,6 @@ from voltrace.telemetry.metrics import (
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE_STAGES = [stage.name for stage in STAGES]
 HISTOGRAMS = (STAGE_DURATION, CREATE_DURATION, CINDER_DURATION)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def closed_endpoint() -> str:
@@ -604,8 +599,8 @@ def test_otlp_exporter_delivers_the_same_instruments_to_a_collector(
 ) -> None:
     """OTEL_METRICS_EXPORTER=otlp pushes the instruments, buckets and exemplars to rotel."""
     try:
+        from tests.support.net import wait_for_port
         from tests.support.rotel import AGENT as agent
-        from tests.support.rotel import wait_for_port
     except ImportError:
         agent = None
     require(

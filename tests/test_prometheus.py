@@ -44,6 +44,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from tests.conftest import member_headers, require, set_volume_quota
 from tests.support.net import free_port
+from tests.support.polling import eventually, poll
 from tests.support.prometheus import (
     ALERTS,
     DASHBOARD,
@@ -119,43 +120,6 @@ class HungCinder:
         self._thread.join(timeout=5)
         for conn in [*self.accepted, self.listener]:
             conn.close()
-
-
-def poll(
-    check: Callable[[], Any],
-    what: str,
-    timeout: float = 30.0,
-    detail: Callable[[], Any] | None = None,
-) -> Any:
-    """Call ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            seen = detail() if detail is not None else result
-            raise AssertionError(
-                f"timed out after {timeout:.0f}s waiting for {what}; last seen: {seen!r}"
-            )
-        time.sleep(0.1)
-
-
-def eventually(check: Callable[[], None], timeout: float = 5.0) -> None:
-    """Run ``check`` until it passes; its last AssertionError if it never does.
-
-    Under load a 1 s scrape can time out once, and Prometheus then marks the
-    target's series stale for a second: a real mistake still fails, 5 s later.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            check()
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.2)
 
 
 def alert_rules() -> list[dict]:
@@ -264,7 +228,7 @@ def scraped_counts(stack: Stack) -> dict[str, int]:
 def wait_scraped(stack: Stack) -> None:
     poll(
         lambda: scraped_counts(stack) == stack.expected_creates,
-        f"Prometheus to scrape {stack.expected_creates} creates",
+        what=f"Prometheus to scrape {stack.expected_creates} creates",
         detail=lambda: scraped_counts(stack),
     )
 
@@ -377,7 +341,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         snapshot_id = sim.add_snapshot("a1ce0000000000000000000000000001", size=1)["id"]
         poll(
             lambda: listening(serve_metrics, serve) and listening(serve_port, serve),
-            "voltrace serve to listen",
+            what="voltrace serve to listen",
         )
         # Each round is scraped before the next, so every series has a sample before
         # round 2 and every rate over the window is positive.
@@ -432,7 +396,7 @@ def hold_creates_in_call_cinder(
         f'voltrace_stage_in_flight{{job="{JOB}",instance="{stack.instances["inproc"]}",'
         f'stage="call_cinder"}} >= {HUNG_CREATES}'
     )
-    poll(lambda: stack.prometheus.query(query), "Prometheus to see the creates held by Cinder")
+    poll(lambda: stack.prometheus.query(query), what="Prometheus to see the creates held by Cinder")
 
 
 def labels_of(result: list[dict], *keys: str) -> set[tuple[str, ...]]:
@@ -636,7 +600,7 @@ def test_alerts_fire_with_summary_and_runbook(stack: Stack) -> None:
         targets = stack.prometheus.api("targets")["activeTargets"]
         return firing(), [(t["scrapeUrl"], t["health"], t["lastError"]) for t in targets]
 
-    poll(lambda: firing() == expected, f"alerts {sorted(expected)} to fire", detail=detail)
+    poll(lambda: firing() == expected, what=f"alerts {sorted(expected)} to fire", detail=detail)
     for alert in seen["alerts"]:  # the very alerts that matched
         annotations = alert["annotations"]
         assert "{{" not in annotations["summary"] and JOB in annotations["summary"]

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import member_headers
+from tests.support.net import free_port, free_port_block, wait_for_port
 from tests.support.polling import poll
-from tests.support.rotel import free_port, wait_for_port
 from voltrace.cinder import CinderSettings
 from voltrace.cinder_sim import CinderSimulator, Fault
 from voltrace.cli import build_parser
@@ -71,6 +71,10 @@ class Served:
         except OSError:
             return []
 
+    def tail(self) -> str:
+        """The end of the server's own output, for a failure message."""
+        return self.output.read_text(errors="replace")[-2000:]
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         self.process.send_signal(sig)
         return self.process.wait(timeout=timeout)
@@ -83,7 +87,8 @@ def serve(tmp_path: Path, roomy_sim: CinderSimulator) -> Iterator[Any]:
 
     def start(*args: str, cinder: str | None = None) -> Served:
         n = len(started)
-        port, metrics_port = free_port(), free_port()
+        # Worker i serves /metrics on metrics_port + i: reserve room for a few workers.
+        port, metrics_port = free_port(), free_port_block(4)
         served = Served(
             None,
             port,
@@ -188,11 +193,14 @@ def test_two_workers_answer_and_flush_on_sigterm(serve):
     """--workers 2: both workers build telemetry after fork, answer creates, and SIGTERM right
     after the last answer still leaves every trace and log line complete on disk."""
     served = serve("--workers", "2", "--threads", "4")
-    poll(lambda: len(served.workers()) == 2, what="two gunicorn workers")
+    poll(lambda: len(served.workers()) == 2, 60, "two gunicorn workers", detail=served.tail)
     # Each worker serves its own /metrics (port + slot): telemetry was built in the worker.
+    # A worker booting on a loaded machine imports for many seconds: wait generously.
     poll(
         lambda: all(_answers(served.metrics_port + slot) for slot in (0, 1)),
-        what="both workers' /metrics",
+        90,
+        "both workers' /metrics",
+        detail=served.tail,
     )
 
     with ThreadPoolExecutor(8) as pool:

@@ -37,8 +37,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import member_headers
+from tests.support.net import free_port, wait_for_port
 from tests.support.polling import poll
-from tests.support.rotel import RotelCollector, free_port, wait_for_port
+from tests.support.rotel import RotelCollector
 from voltrace.cinder_sim import CinderSimulator
 from voltrace.client import NovaClient
 from voltrace.server import GRACEFUL_TIMEOUT_S, TELEMETRY_FLUSH_TIMEOUT_S

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TEST_TOKEN, member_headers
-from tests.support.rotel import free_port, wait_for_port
+from tests.support.net import free_port, wait_for_port
 from voltrace.client import NovaClient
 
 # The README's walkthrough project: hex, as Cinder routes only keystone-style ids.

@@ -15,6 +15,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_port_block(count: int, attempts: int = 200) -> int:
+    """The first of ``count`` consecutive free ports, for servers that take ``port + i``
+    (``voltrace serve --workers N`` puts worker i's /metrics on ``metrics_port + i``)."""
+    for _ in range(attempts):
+        first = free_port()
+        if first + count > 65536:
+            continue
+        sockets = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports on 127.0.0.1")
+
+
 def listening(port: int, process: subprocess.Popen | None = None) -> bool:
     """True once 127.0.0.1:port accepts; fails at once if ``process`` has exited."""
     if process is not None and process.poll() is not None:
