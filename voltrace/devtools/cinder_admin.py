@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,21 +18,6 @@ from voltrace.devtools.cinder_venv import RealCinderError
 
 #: The project admin calls run in (cinder wants project ids in URLs to match [0-9a-f-]+).
 ADMIN_PROJECT = "ad" * 16
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_in_use(port: int) -> bool:
-    """True if something on 127.0.0.1 already accepts connections on ``port``."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import TextIO
 
 from voltrace.devtools import postgres, processes, rabbitmq
-from voltrace.devtools.cinder_admin import CinderAdmin, cinder_environment, free_port
+from voltrace.devtools.cinder_admin import CinderAdmin, cinder_environment
 from voltrace.devtools.cinder_venv import (
     RealCinderError,
     default_venv,
@@ -63,6 +63,7 @@ from voltrace.devtools.cinder_venv import (
     side_ready,
     venv_ready,
 )
+from voltrace.devtools.ports import free_port
 
 SERVICES = ("cinder-api", "cinder-scheduler", "cinder-volume")
 HOST = "testhost"

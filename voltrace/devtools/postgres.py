@@ -21,7 +21,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from voltrace.devtools import processes
+from voltrace.devtools.ports import free_port
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 SUPERUSER = "cinder"  # the cluster's superuser is the role cinder connects as
@@ -58,12 +58,6 @@ def _chown_to_postgres(path: Path) -> None:
         for name in [*dirs, *files]:
             os.lchown(os.path.join(root, name), user.pw_uid, user.pw_gid)
     os.chown(path, user.pw_uid, user.pw_gid)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def init_cluster(datadir: Path) -> None:
@@ -111,7 +105,7 @@ class Postgres:
     ) -> None:
         self.template = Path(template)
         self.copy = copy
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.startup_timeout = startup_timeout
         self.root: Path | None = None
         self.datadir = self.template

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from voltrace.devtools import processes
+from voltrace.devtools.ports import free_port, port_in_use
 
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 EPMD = Path("/usr/bin/epmd")
@@ -37,20 +37,6 @@ class RabbitMQError(RuntimeError):
 
 def installed() -> bool:
     return SERVER.exists() and EPMD.exists()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 class RabbitMQ:
@@ -68,9 +54,9 @@ class RabbitMQ:
         self.workdir = Path(workdir).absolute()
         self.name = name
         self.vhosts = ["/", *[v for v in vhosts if v != "/"]]
-        self.port = port or _free_port()
-        self.epmd_port = _free_port()
-        self.dist_port = _free_port()
+        self.port = port or free_port()
+        self.epmd_port = free_port()
+        self.dist_port = free_port()
         self.startup_timeout = startup_timeout
         self.log_path = self.workdir / "log" / "server.out"
         self.server: subprocess.Popen[bytes] | None = None
@@ -189,7 +175,7 @@ class RabbitMQ:
         """Poll the AMQP port; RabbitMQError (with the log's tail) if the broker dies or hangs."""
         started = self._launched_at
         # The AMQP listener opens last in boot: once it accepts, vhosts and users exist.
-        while not _accepts(self.port):
+        while not port_in_use(self.port):
             assert self.server is not None
             if self.server.poll() is not None:
                 raise RabbitMQError(

@@ -64,8 +64,6 @@ from voltrace.devtools.cinder_admin import (
     Profiler,
     Response,
     cinder_environment,
-    free_port,
-    port_in_use,
 )
 from voltrace.devtools.cinder_venv import (
     CINDER_VERSION,
@@ -76,6 +74,7 @@ from voltrace.devtools.cinder_venv import (
     ensure_venv,
     venv_ready,
 )
+from voltrace.devtools.ports import free_port, port_in_use
 from voltrace.devtools.processes import tail
 
 __all__ = [
