@@ -65,3 +65,25 @@ def test_load_refuses_bad_numbers(value: str) -> None:
     answer = run("load", "--rate", value, "--duration", "1s")
     assert answer.returncode == 2
     assert "Traceback" not in answer.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--fault", "volumes.create:status=abc", "'abc'"),
+        ("--fault", "volumes.create", "must look like ROUTE:key=value"),
+        ("--fault", "no.such.route:status=500", "unknown route 'no.such.route'"),
+        ("--fault", "volumes.create:colour=red", "unknown fault key 'colour'"),
+        ("--backend-fault", "melt", "unknown backend fault 'melt'"),
+    ],
+)
+def test_cinder_sim_refuses_a_bad_fault(flag: str, value: str, expected: str) -> None:
+    """A fault spec cinder-sim cannot use is one error line (after argparse's usage) naming
+    the flag and what is wrong, exit 2, before anything listens."""
+    answer = run("cinder-sim", "--port", "0", flag, value)
+    assert answer.returncode == 2
+    assert_one_line_error(answer, expected)
+    errors = [line for line in answer.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1, answer.stderr
+    assert errors[0].startswith(f"voltrace cinder-sim: error: argument {flag}: "), errors
+    assert "listening on" not in answer.stdout

@@ -26,6 +26,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import prometheus as prometheus_model
 from grafana_foundation_sdk.models.dashboard import Dashboard, Panel, RowPanel
 
+from voltrace import semconv
 from voltrace.cinder_sim import Fault
 
 REPO = Path(__file__).resolve().parents[1]
@@ -199,6 +200,40 @@ def test_dashboard_has_the_panels_the_issue_lists() -> None:
     assert in_flight.startswith("sum by (stage) (voltrace_stage_in_flight{")
 
 
+def test_dashboard_shows_what_happens_after_nova_answers() -> None:
+    """Issue 12: time from the 200 to available, async outcomes by class, volumes creating."""
+    settle = exprs("Time from 200 to available / error p50 / p95 / p99")
+    for quantile, expr in zip(("0.5", "0.95", "0.99"), settle, strict=True):
+        assert expr.startswith(f"histogram_quantile({quantile}, sum by (outcome, le)")
+        assert "voltrace_volume_settle_duration_seconds_bucket{" in expr
+        assert 'outcome=~"available|error"' in expr  # stuck_creating's time is the timeout
+    [per_second] = exprs("Async outcomes per second by class")
+    assert per_second.startswith(
+        "sum by (outcome, failure_class) (rate(voltrace_volume_async_outcomes_total{"
+    )
+    [by_class] = exprs("Async outcomes by class (time range)")
+    assert "sum by (outcome, failure_class) (increase(voltrace_volume_async_outcomes_total{" in (
+        by_class
+    )
+    [creating] = exprs("Volumes still creating (followed now)")
+    assert creating.startswith("sum(voltrace_volumes_creating{")
+    [dropped] = exprs("Follows dropped (time range)")
+    assert "voltrace_volume_follows_dropped_total" in dropped and dropped.endswith("or vector(0)")
+    [row] = [
+        p
+        for p in load_dashboard()["panels"]
+        if p["type"] == "row" and "after" in p["title"].lower()
+    ]
+    below = [p for p in panels() if p["gridPos"]["y"] > row["gridPos"]["y"]]
+    assert {p["title"] for p in below} == {
+        "Time from 200 to available / error p50 / p95 / p99",
+        "Async outcomes per second by class",
+        "Async outcomes by class (time range)",
+        "Volumes still creating (followed now)",
+        "Follows dropped (time range)",
+    }
+
+
 def test_every_query_uses_the_datasource_and_job_variables() -> None:
     """Each query goes to ${datasource} and filters on $job, so one dashboard fits any setup."""
     for p in panels():
@@ -284,7 +319,12 @@ def test_jaeger_links_search_failed_creates_in_the_time_range() -> None:
     assert {"voltrace.outcome": "server_error"} in tags
     assert {"voltrace.outcome": "client_error"} in tags
     assert {"voltrace.failure_class": "over_quota"} in tags
-    assert all(set(t) <= {"voltrace.outcome", "voltrace.failure_class"} for t in tags)
+    # The async outcomes table opens the follower's follow_volume spans of that class.
+    assert {semconv.FOLLOW_FAILURE_CLASS: "over_quota"} in tags
+    assert all(
+        set(t) <= {"voltrace.outcome", "voltrace.failure_class", semconv.FOLLOW_FAILURE_CLASS}
+        for t in tags
+    )
     top = [link["title"] for link in load_dashboard()["links"]]
     assert "Failed creates in Jaeger (5xx)" in top
 
@@ -301,7 +341,8 @@ def test_jaeger_link_tags_are_what_the_server_span_carries(nova: Any, captured: 
         for key, value in expand(url, **{"__data.fields.failure_class": "cinder_server_error"})[
             "tags"
         ].items()
-        if value in ("server_error", "cinder_server_error")
+        # The follow_volume span's tag is another span's (test_follow checks it).
+        if value in ("server_error", "cinder_server_error") and key != semconv.FOLLOW_FAILURE_CLASS
     }
     assert searched == {
         "voltrace.outcome": "server_error",
@@ -324,7 +365,7 @@ def alert_rules() -> list[dict]:
 
 def test_alert_rules_cover_the_issue_and_carry_summary_and_runbook() -> None:
     """Failure ratio, stage p95, Cinder unreachable/5xx, over quota, creates piling up in a
-    stage: each with its runbook."""
+    stage, volumes stuck in creating or failing after the 200: each with its runbook."""
     rules = {r["alert"]: r for r in alert_rules()}
     assert 'outcome="server_error"' in rules["VoltraceCreateFailureRatioHigh"]["expr"]
     assert "histogram_quantile(0.95" in rules["VoltraceStageLatencyHigh"]["expr"]
@@ -332,6 +373,11 @@ def test_alert_rules_cover_the_issue_and_carry_summary_and_runbook() -> None:
     assert '"5.."' in rules["VoltraceCinderServerErrors"]["expr"]
     assert "over_quota" in rules["VoltraceOverQuotaSpike"]["expr"]
     assert "voltrace_stage_in_flight" in rules["VoltraceCreatesPilingUpInStage"]["expr"]
+    stuck = rules["VoltraceVolumesStuckCreating"]["expr"]
+    assert 'voltrace_volume_async_outcomes_total{outcome="stuck_creating"}' in stuck
+    failing = rules["VoltraceVolumesFailingAfterAnswer"]["expr"]
+    assert failing.startswith("sum by (job, failure_class) (rate(")
+    assert 'outcome="error"' in failing
     for name, rule in rules.items():
         assert rule["labels"]["severity"] in ("critical", "warning"), name
         assert rule["annotations"]["summary"], name
@@ -415,6 +461,10 @@ def test_grafana_provisioning_wires_dashboard_datasources_and_exemplar_links() -
         "voltrace_cinder_request_duration_seconds",
         "voltrace_telemetry_spans_dropped_total",
         "voltrace_stage_in_flight",
+        "voltrace_volume_settle_duration_seconds",
+        "voltrace_volume_async_outcomes_total",
+        "voltrace_volumes_creating",
+        "voltrace_volume_follows_dropped_total",
     ],
 )
 def test_docs_describe_every_metric(name: str) -> None:

@@ -7,10 +7,18 @@ on) scrapes two voltrace targets under the job of ``dashboards/prometheus.yml``:
   Cinder simulator, one whose Cinder endpoint is a closed port) exposing
   ``ExemplarPrometheusMetricReader`` on a loopback port;
 * a real ``voltrace serve --metrics-port`` process (gunicorn) in front of the same
-  simulator.
+  simulator;
+* a real ``voltrace serve --follow-volumes`` process in front of a second simulator, whose
+  asynchronous create is made to fail after the 202 (no valid backend: a volume type no
+  backend matches; a driver failure rescheduled 3 times) or to never finish (a backend
+  that takes 10 minutes, then cinder-volume stopped), so the follower records every
+  outcome past Nova's 200.
 
 Two rounds of traffic drive successes and every failure class, each round waited
-for until Prometheus has scraped it (so every rate has two samples). Then a third
+for until Prometheus has scraped it (so every rate has two samples); the follower's
+outcomes of each round are scraped before the next round too. Then cinder-volume stops
+and ``STUCK_CREATES`` more creates stay in ``creating`` until ``--follow-timeout``: the
+volumes-creating panel must see them, and the stuck alert fire. Then a third
 in-process server, whose Cinder accepts connections and never answers (nova's default
 is no timeout), holds ``HUNG_CREATES`` creates in ``call_cinder`` for the rest of the
 module: the saturation panel and alert must see them. Then every
@@ -22,6 +30,7 @@ rules themselves are loaded from a copy of ``dashboards/alerts.yml`` in which ea
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -36,6 +45,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,9 +102,28 @@ FIRING = {  # alert -> label sets it must fire with under the driven traffic
     "VoltraceMetricsDown": [],
     "VoltraceSpansDropped": [],
     "VoltraceCreatesPilingUpInStage": [{"job": JOB, "stage": "call_cinder"}],
+    "VoltraceVolumesStuckCreating": [{"job": JOB}],
+    "VoltraceVolumesFailingAfterAnswer": [
+        {"job": JOB, "failure_class": "no_valid_backend"},
+        {"job": JOB, "failure_class": "driver_error"},
+    ],
 }
 SLOW_S = 0.6  # injected Cinder latency: above the 0.5 s p95 threshold of the stage alert
 HUNG_CREATES = 8  # the piling-up alert's threshold: half of a worker's 16 threads
+# The following serve gives up on a volume still creating after this long (stuck_creating).
+# Long enough for the simulator's slowest settle (3 driver attempts, ~1.2 s) on a loaded
+# machine, short enough to wait for twice.
+FOLLOW_TIMEOUT_S = 5.0
+STUCK_CREATES = 2  # below the follower's 4 workers, so the other follows are not held up
+NO_BACKEND_TYPE = "no-backend"  # extra specs no backend of the simulator matches
+# How each follow scenario ends: (outcome, failure_class) of voltrace_volume_async_outcomes.
+FOLLOW_OUTCOMES = {
+    "follow_available": ("available", "none"),
+    "follow_no_valid_backend": ("error", "no_valid_backend"),
+    "follow_driver_error": ("error", "driver_error"),
+    "follow_slow_backend": ("stuck_creating", "stuck_creating"),
+    "follow_volume_service_down": ("stuck_creating", "stuck_creating"),
+}
 
 
 class HungCinder:
@@ -134,8 +163,10 @@ def alert_rules() -> list[dict]:
 @dataclass
 class Stack:
     prometheus: Prometheus
-    instances: dict[str, str]  # "inproc" / "serve" -> Prometheus instance label
+    instances: dict[str, str]  # "inproc" / "serve" / "follow" -> Prometheus instance label
     expected_creates: dict[str, int]
+    # (outcome, failure_class) -> followed creates that must have ended so, once settled
+    expected_outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
     scenario_of_trace: dict[int, str] = field(default_factory=dict)
     slow_traces: set[int] = field(default_factory=set)
     started: float = 0.0
@@ -169,6 +200,10 @@ class Driver:
         assert response.status == status, (scenario, response.status, response.body[:300])
         counted = "inproc" if target == "unreachable" else target
         self.stack.expected_creates[counted] += 1
+        if scenario in FOLLOW_OUTCOMES:
+            outcome = FOLLOW_OUTCOMES[scenario]
+            expected = self.stack.expected_outcomes
+            expected[outcome] = expected.get(outcome, 0) + 1
         return trace_id
 
 
@@ -217,6 +252,17 @@ def drive_round(driver: Driver, sim: CinderSimulator, snapshot_id: str, slow: bo
         headers=member_headers(roles="reader"),
         status=403,
     )
+    # The following `voltrace serve`: each answered 200, then Cinder decides.
+    driver.create("follow_available", "follow", volume={"size": 1})
+    driver.create(
+        "follow_no_valid_backend", "follow", volume={"size": 1, "volume_type": NO_BACKEND_TYPE}
+    )
+    # The fault-injecting driver's knob (as in the real recipe): fail, reschedule, 3 times.
+    driver.create("follow_driver_error", "follow", volume={"size": 1, "metadata": {"fault": "x"}})
+    if not slow:  # once: a backend that needs 10 minutes, so the follower gives up first
+        driver.create(
+            "follow_slow_backend", "follow", volume={"size": 1, "metadata": {"sleep_s": "600"}}
+        )
 
 
 def scraped_counts(stack: Stack) -> dict[str, int]:
@@ -225,11 +271,34 @@ def scraped_counts(stack: Stack) -> dict[str, int]:
     return {name: by_instance.get(instance, 0) for name, instance in stack.instances.items()}
 
 
-def wait_scraped(stack: Stack) -> None:
+def scraped_outcomes(stack: Stack) -> dict[tuple[str, str], int]:
+    result = stack.prometheus.query(
+        f'sum by (outcome, failure_class) (voltrace_volume_async_outcomes_total{{job="{JOB}"}})'
+    )
+    return {
+        (r["metric"]["outcome"], r["metric"]["failure_class"]): round(float(r["value"][1]))
+        for r in result
+    }
+
+
+def wait_scraped(stack: Stack, settled: set[tuple[str, str]] | None = None) -> None:
+    """Until Prometheus has every create, and the follower's outcomes of the ``settled``
+    classes (default: all but stuck_creating, which takes --follow-timeout)."""
     poll(
         lambda: scraped_counts(stack) == stack.expected_creates,
         what=f"Prometheus to scrape {stack.expected_creates} creates",
         detail=lambda: scraped_counts(stack),
+    )
+    wanted = {
+        outcome: count
+        for outcome, count in stack.expected_outcomes.items()
+        if (outcome in settled if settled is not None else outcome[0] != "stuck_creating")
+    }
+    poll(
+        lambda: {k: v for k, v in scraped_outcomes(stack).items() if k in wanted} == wanted,
+        FOLLOW_TIMEOUT_S * 4,
+        what=f"Prometheus to scrape the followed outcomes {wanted}",
+        detail=lambda: scraped_outcomes(stack),
     )
 
 
@@ -257,41 +326,45 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         deterministic=True, default_quotas={"volumes": -1, "gigabytes": -1}
     ).start()
     closers: list[Callable[[], Any]] = [sim.stop]
+    async_sim = CinderSimulator(
+        deterministic=True,
+        default_quotas={"volumes": -1, "gigabytes": -1},
+        volume_types=("__DEFAULT__", "lvmdriver-1", NO_BACKEND_TYPE),
+        volume_type_extra_specs={NO_BACKEND_TYPE: {"volume_backend_name": "nope"}},
+    ).start()
+    closers.append(async_sim.stop)
     try:
         # Prometheus first: it scrapes nothing for its first ~5 s (service discovery
         # updates are throttled), which the rest of the setup overlaps.
         metrics_port, serve_port, serve_metrics = free_port(), free_port(), free_port()
-        instances = {"inproc": f"127.0.0.1:{metrics_port}", "serve": f"127.0.0.1:{serve_metrics}"}
+        follow_port, follow_metrics = free_port(), free_port()
+        instances = {
+            "inproc": f"127.0.0.1:{metrics_port}",
+            "serve": f"127.0.0.1:{serve_metrics}",
+            "follow": f"127.0.0.1:{follow_metrics}",
+        }
         running = running_prometheus(tmp, list(instances.values()))
         prometheus = running.__enter__()
         closers.append(lambda: running.__exit__(None, None, None))
-        stack = Stack(prometheus, instances, {"inproc": 0, "serve": 0}, started=started)
+        stack = Stack(prometheus, instances, dict.fromkeys(instances, 0), started=started)
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         # The driver's traceparents must be continued, so exemplars lead back to them.
         env["VOLTRACE_TRUST_INCOMING_TRACE_CONTEXT"] = "true"
-        serve = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "voltrace",
-                "serve",
-                "--port",
-                str(serve_port),
-                "--metrics-port",
-                str(serve_metrics),
-                "--cinder-endpoint",
-                sim.endpoint_template,
-                "--cinder-retries",
-                "0",
-                "--log-file",
-                str(tmp / "serve.log"),
-            ],
-            cwd=REPO,
-            env=env,
-            stderr=(tmp / "serve.err").open("w"),
+        serve = start_serve(tmp, "serve", env, serve_port, serve_metrics, sim.endpoint_template)
+        closers.append(functools.partial(stop_process, serve))
+        follow = start_serve(
+            tmp,
+            "follow",
+            env,
+            follow_port,
+            follow_metrics,
+            async_sim.endpoint_template,
+            "--follow-volumes",
+            "--follow-timeout",
+            str(FOLLOW_TIMEOUT_S),
         )
-        closers.append(lambda: (serve.terminate(), serve.wait(timeout=20)))
+        closers.append(functools.partial(stop_process, follow))
 
         registry = CollectorRegistry()
         telemetry = Telemetry.create(
@@ -307,7 +380,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         closers.append(telemetry.shutdown)
         metrics_server, _ = start_http_server(metrics_port, addr="127.0.0.1", registry=registry)
-        closers.append(lambda: (metrics_server.shutdown(), metrics_server.server_close()))
+        # Closers run newest first: shutdown, then server_close.
+        closers.append(metrics_server.server_close)
+        closers.append(metrics_server.shutdown)
         servers = {
             "inproc": EmbeddedServer(
                 build_service(
@@ -336,11 +411,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             closers.append(server.stop)
         urls = {name: server.url for name, server in servers.items()}
         urls["serve"] = f"http://127.0.0.1:{serve_port}"
+        urls["follow"] = f"http://127.0.0.1:{follow_port}"
 
         set_volume_quota(sim, "a1ce0000000000000000000000000002", 0)
         snapshot_id = sim.add_snapshot("a1ce0000000000000000000000000001", size=1)["id"]
         poll(
-            lambda: listening(serve_metrics, serve) and listening(serve_port, serve),
+            lambda: all(
+                listening(port, process)
+                for port, process in (
+                    (serve_metrics, serve),
+                    (serve_port, serve),
+                    (follow_metrics, follow),
+                    (follow_port, follow),
+                )
+            ),
             what="voltrace serve to listen",
         )
         # Each round is scraped before the next, so every series has a sample before
@@ -350,11 +434,72 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         wait_scraped(stack)
         drive_round(driver, sim, snapshot_id, slow=True)
         wait_scraped(stack)
+        stop_cinder_volume(stack, driver, async_sim)
         hold_creates_in_call_cinder(stack, telemetry, closers)
         yield stack
     finally:
         for close in reversed(closers):
             close()
+
+
+def start_serve(
+    tmp: Path,
+    name: str,
+    env: dict[str, str],
+    port: int,
+    metrics_port: int,
+    endpoint: str,
+    *extra: str,
+) -> subprocess.Popen:
+    """A real `voltrace serve` (gunicorn) as a user starts it, its log and stderr in tmp."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "voltrace",
+            "serve",
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics_port),
+            "--cinder-endpoint",
+            endpoint,
+            "--cinder-retries",
+            "0",
+            "--log-file",
+            str(tmp / f"{name}.log"),
+            *extra,
+        ],
+        cwd=REPO,
+        env=env,
+        stderr=(tmp / f"{name}.err").open("w"),
+    )
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def stop_cinder_volume(stack: Stack, driver: Driver, async_sim: CinderSimulator) -> None:
+    """cinder-volume stops: STUCK_CREATES creates answered 200 stay in creating.
+
+    The scheduler still sees the service up (its last heartbeat is recent), so it casts to
+    it and the casts wait in its queue: the follower counts each in voltrace_volumes_creating
+    until --follow-timeout, then as stuck_creating.
+    """
+    # The slow backend's volume of round 1 has been given up on first, so what is creating
+    # from here on is only these.
+    wait_scraped(stack, settled=set(FOLLOW_OUTCOMES.values()))
+    async_sim.stop_service("cinder-volume")
+    for _ in range(STUCK_CREATES):
+        driver.create("follow_volume_service_down", "follow", volume={"size": 1})
+    query = (
+        f'voltrace_volumes_creating{{job="{JOB}",instance="{stack.instances["follow"]}"}}'
+        f" >= {STUCK_CREATES}"
+    )
+    poll(lambda: stack.prometheus.query(query), what="Prometheus to see the volumes creating")
+    wait_scraped(stack, settled=set(FOLLOW_OUTCOMES.values()))
 
 
 def hold_creates_in_call_cinder(
@@ -476,6 +621,35 @@ def _creates_in_flight(r: list[dict]) -> None:
     assert set(by_stage.values()) == {0.0}
 
 
+SETTLED = {("available", "none"), ("error", "no_valid_backend"), ("error", "driver_error")}
+ASYNC_CLASSES = {*SETTLED, ("stuck_creating", "stuck_creating")}
+
+
+def _settle_time(r: list[dict]) -> None:
+    # stuck_creating is left out by the query: its time is always --follow-timeout.
+    assert labels_of(r, "outcome") == {("available",), ("error",)}
+    assert finite_and_positive(r)
+
+
+def _async_outcomes(r: list[dict]) -> None:
+    # Every driven class, with a rate; any other class (a series started at 0) stays at 0.
+    by_class = {(x["metric"]["outcome"], x["metric"]["failure_class"]): x for x in r}
+    assert set(by_class) >= ASYNC_CLASSES
+    assert finite_and_positive([by_class[c] for c in ASYNC_CLASSES])
+    assert all(values_of([x]) == [0.0] for c, x in by_class.items() if c not in ASYNC_CLASSES)
+
+
+def _no_dropped_follows(r: list[dict]) -> None:
+    assert values_of(r) == [0.0]
+
+
+def _volumes_creating(points: list[float]) -> None:
+    # Over the module's time range, as the timeseries draws it: the stopped cinder-volume's
+    # volumes were all seen creating at once, and every follow has ended since.
+    assert max(points) >= STUCK_CREATES
+    assert points[-1] == 0.0
+
+
 PANEL_CHECKS: dict[tuple[str, str], Callable[[list[dict]], None]] = {
     ("Creates per second by outcome", "A"): _creates_by_outcome,
     ("Error ratio", "A"): _ratio,
@@ -498,7 +672,31 @@ PANEL_CHECKS: dict[tuple[str, str], Callable[[list[dict]], None]] = {
     ("Cinder calls per second by status", "A"): _cinder_status,
     ("Spans dropped (time range)", "A"): _no_dropped_spans,
     ("Creates in flight per stage", "A"): _creates_in_flight,
+    ("Time from 200 to available / error p50 / p95 / p99", "A"): _settle_time,
+    ("Time from 200 to available / error p50 / p95 / p99", "B"): _settle_time,
+    ("Time from 200 to available / error p50 / p95 / p99", "C"): _settle_time,
+    ("Async outcomes per second by class", "A"): _async_outcomes,
+    ("Async outcomes by class (time range)", "A"): _async_outcomes,
+    ("Follows dropped (time range)", "A"): _no_dropped_follows,
 }
+# Panels whose instant value says little (a gauge back at 0): checked over a range.
+RANGE_CHECKS: dict[tuple[str, str], Callable[[list[float]], None]] = {
+    ("Volumes still creating (followed now)", "A"): _volumes_creating,
+}
+
+
+def range_points(stack: Stack, expr: str) -> list[float]:
+    """The one series ``expr`` draws from the module's start until now, 1 s apart."""
+    data = stack.prometheus.api(
+        "query_range",
+        query=expr,
+        start=f"{stack.started:.3f}",
+        end=f"{time.time():.3f}",
+        step="1",
+    )
+    assert data["resultType"] == "matrix", data
+    [series] = data["result"]
+    return [float(value) for _, value in series["values"]]
 
 
 def test_prometheus_scrapes_every_voltrace_target(stack: Stack) -> None:
@@ -531,14 +729,19 @@ def test_prometheus_scrapes_every_voltrace_target(stack: Stack) -> None:
 def test_every_dashboard_query_returns_the_expected_series(stack: Stack) -> None:
     """Each panel query parses in Prometheus and returns the series the traffic implies."""
     targets = dashboard_targets()
-    assert {(title, t["refId"]) for title, t in targets} == set(PANEL_CHECKS)
+    assert {(title, t["refId"]) for title, t in targets} == set(PANEL_CHECKS) | set(RANGE_CHECKS)
     for title, target in targets:
         expr = substitute(target["expr"])
 
         def check(title: str = title, ref: str = target["refId"], expr: str = expr) -> None:
-            result = stack.prometheus.query(expr)
+            result: Any = None
             try:
-                PANEL_CHECKS[(title, ref)](result)
+                if (title, ref) in RANGE_CHECKS:
+                    result = range_points(stack, expr)
+                    RANGE_CHECKS[(title, ref)](result)
+                else:
+                    result = stack.prometheus.query(expr)
+                    PANEL_CHECKS[(title, ref)](result)
             except AssertionError as error:
                 raise AssertionError(f"{title} {ref}: {expr}\n-> {result}") from error
 
@@ -550,7 +753,9 @@ def test_dashboard_job_variable_lists_the_scrape_job(stack: Stack) -> None:
     [variable] = [
         v for v in json.loads(DASHBOARD.read_text())["templating"]["list"] if v["name"] == "job"
     ]
-    metric, label = re.fullmatch(r"label_values\((\w+), (\w+)\)", variable["query"]).groups()
+    match = re.fullmatch(r"label_values\((\w+), (\w+)\)", variable["query"])
+    assert match, variable["query"]
+    metric, label = match.groups()
     assert stack.prometheus.api(f"label/{label}/values", **{"match[]": metric}) == [JOB]
 
 
