@@ -305,6 +305,28 @@ def test_sigint_stops_the_server_and_still_flushes(serve):
     assert complete(by_request[response.header("x-openstack-request-id")])
 
 
+def test_sigint_with_a_create_stuck_at_cinder_stops_within_its_bound(serve, roomy_sim):
+    """SIGINT while a create waits on a hung Cinder (Nova's default: no timeout): the worker
+    gives in-flight requests a short grace, flushes what was done, and leaves the stuck
+    request behind instead of waiting for it until the arbiter's SIGKILL (30 s)."""
+    served = serve()
+    done = served.create()
+    assert done.status == 200
+    roomy_sim.inject(Fault("volumes.create", latency_ms=120_000, times=1))
+    with ThreadPoolExecutor(1) as pool:
+        stuck = pool.submit(served.create)
+        poll(
+            lambda: len([r for r in roomy_sim.recorded if r.method == "POST"]) == 2,
+            what="the second create waiting at Cinder",
+        )
+        assert served.stop(signal.SIGINT, timeout=30) == 0
+        with pytest.raises(OSError):  # its connection went with the worker: no answer
+            stuck.result(timeout=30)
+    by_request, _ = spans_by_request(served.traces)
+    assert complete(by_request[done.header("x-openstack-request-id")])
+    assert "still running" in served.tail()
+
+
 def test_default_retries_are_three(serve, roomy_sim):
     """With no --cinder-retries, three connection resets in a row are retried into a 200."""
     served = serve()

@@ -10,6 +10,16 @@ if TYPE_CHECKING:
     from voltrace.telemetry import TelemetryConfig
 
 
+# serve's --client-timeout default (ServeConfig's too): a request (its headers and its
+# body) must reach voltrace whole within this long of its first byte. Behind the
+# buffering proxy Nova's deployments use (haproxy, nginx, apache) requests arrive whole
+# at once and this never fires; facing
+# clients directly it is what nginx's client_header_timeout/client_body_timeout and
+# apache's mod_reqtimeout are, at their tighter end: a 114 KB body (the largest nova takes)
+# needs 12 KB/s.
+CLIENT_TIMEOUT_S = 10.0
+
+
 def add_telemetry_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by serve and cinder-sim; the OTEL_* variables apply as well."""
     group = parser.add_argument_group("telemetry (plus the standard OTEL_* variables)")

@@ -9,7 +9,7 @@ import socket
 import sys
 
 from voltrace.cinder import DEFAULT_ENDPOINT_TEMPLATE, CinderSettings
-from voltrace.cli_options import add_telemetry_arguments, telemetry_config
+from voltrace.cli_options import CLIENT_TIMEOUT_S, add_telemetry_arguments, telemetry_config
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,11 +85,24 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads", type=int, default=16, help="threads per worker (default %(default)s)"
     )
     parser.add_argument(
+        "--client-timeout",
+        type=non_negative_seconds,
+        default=CLIENT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="a client must send its whole request (headers and body) within this long, or "
+        "gets a 408 and is closed; half-sent requests wait without holding a thread "
+        "(default %(default)s; 0: unbounded, only behind a buffering proxy such as "
+        "haproxy/nginx/apache, as Nova's own deployments put in front of nova-api)",
+    )
+    parser.add_argument(
         "--cinder-timeout",
         type=float,
         default=None,
         metavar="SECONDS",
-        help="[cinder] timeout (default: none, like Nova)",
+        help="[cinder] timeout: give up on a Cinder call after this long, opt-in (default: "
+        "none, like Nova; a hung Cinder then holds a thread per create until every "
+        "--threads is taken). A timed-out POST is retried --cinder-retries times, as "
+        "keystoneauth does for Nova: a slow Cinder may then create the volume more than once",
     )
     parser.add_argument(
         "--cinder-retries",
@@ -122,6 +135,17 @@ def port_number(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
     return port
+
+
+def non_negative_seconds(text: str) -> float:
+    """An argparse type: a duration in seconds, 0 or more."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not seconds >= 0 or seconds == float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds (0 or more)")
+    return seconds
 
 
 def port_in_use(host: str, port: int) -> str | None:
@@ -171,6 +195,7 @@ def run_cli(args: argparse.Namespace) -> int:
         size_from_snapshot=args.size_from_snapshot,
         workers=args.workers,
         threads=args.threads,
+        client_timeout_s=args.client_timeout or None,
         telemetry=telemetry_config(args, "nova-api"),
     )
     if conf is not None:
