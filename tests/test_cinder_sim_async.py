@@ -652,3 +652,41 @@ def test_admin_api_drives_the_backend(sim: CinderSimulator, project: str) -> Non
     assert (story["status"], story["timeline"]) == ("error", [["creating", None], ["error", None]])
     assert [m["event_id"] for m in story["messages"]] == [NO_BACKEND[0]]
     assert requests.get(f"{admin}/volumes/nope", timeout=5).status_code == 404
+
+
+def test_the_api_span_says_it_cast_the_create(
+    sim: CinderSimulator, project: str, captured: Captured
+) -> None:
+    """With its services traced, cinder-api's SERVER span names the service it cast the
+    create to and the volume: what lets explain call a create no scheduler span follows
+    stuck, rather than untraced."""
+    sim.stop_service("cinder-scheduler")
+    volume_id, request_id = create(sim, project)
+    attributes = api_span(captured, request_id).attributes or {}
+    assert attributes[names.CAST_TO] == "cinder-scheduler"
+    assert attributes[names.VOLUME_ID] == volume_id
+
+
+def test_purged_queue_leaves_the_create_creating(
+    sim: CinderSimulator, project: str, captured: Captured
+) -> None:
+    """start_service(purge=True): the service is up again, the creates that waited in its
+    queue are dropped (they stay creating, no span of theirs appears), new ones settle."""
+    sim.stop_service("cinder-volume")
+    stuck, _ = create(sim, project)
+    poll(
+        lambda: sim.volume_story(stuck)["host"] == HOST,
+        timeout=5,
+        what="the scheduler places the volume",
+    )
+    sim.start_service("cinder-volume", purge=True)
+    fresh, _ = create(sim, project)
+    assert settled(sim, project, fresh) == "available"
+    assert sim.wait_idle(5)
+    assert show(sim, project, stuck)["status"] == "creating"
+    volume_spans = [
+        s
+        for s in captured.spans
+        if service_of(s) == "cinder-volume" and (s.attributes or {}).get(names.VOLUME_ID) == stuck
+    ]
+    assert volume_spans == []

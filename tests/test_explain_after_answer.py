@@ -122,11 +122,25 @@ def test_driver_failure_with_reschedules(sim: CinderSimulator, captured: Capture
         assert "VOLUME_VOLUME_008_012" in {m["event_id"] for m in found.messages}
 
 
-def test_explain_names_match_the_simulator() -> None:
-    """explain's copy of the simulator's names has not drifted."""
-    for name, value in vars(after_answer.names).items():
-        if name.isupper():
-            assert getattr(names, name) == value, name
+def test_the_simulator_speaks_semconvs_names() -> None:
+    """The simulator's and the follower's names are voltrace.semconv's, not copies."""
+    from voltrace import follow, semconv
+
+    for short, name in [
+        ("OUTCOME", "CREATE_OUTCOME"),
+        ("FAILURE", "CREATE_FAILURE"),
+        ("CAUSE", "CREATE_CAUSE"),
+        ("ATTEMPTS", "CREATE_ATTEMPTS"),
+        ("HOST", "CINDER_HOST"),
+        ("VOLUME_ID", "CINDER_VOLUME_ID"),
+        ("USER_MESSAGE_EVENT", "USER_MESSAGE_EVENT"),
+        ("LOG_SETTLED", "LOG_SETTLED"),
+        ("SCHEDULER_SERVICE", "SCHEDULER_SERVICE"),
+        ("VOLUME_SERVICE", "VOLUME_SERVICE"),
+    ]:
+        assert getattr(names, short) is getattr(semconv, name), short
+    assert follow.FOLLOW_SPAN is semconv.FOLLOW_SPAN
+    assert follow.DRIVER_FAILED_EVENT == semconv.DRIVER_FAILED_EVENT
 
 
 def issue(sim: CinderSimulator) -> str:
@@ -166,7 +180,7 @@ def test_volume_service_down_is_stuck(sim: CinderSimulator, captured: Captured) 
         lambda: (
             any(e.get("event") == names.LOG_BACKEND_SELECTED for e in captured.logs)
             and any(
-                (s.attributes or {}).get(after_answer.names.SCHEDULER_RESULT) == "scheduled"
+                (s.attributes or {}).get(names.SCHEDULER_RESULT) == "scheduled"
                 for s in captured.spans
             )
         ),
@@ -176,7 +190,9 @@ def test_volume_service_down_is_stuck(sim: CinderSimulator, captured: Captured) 
     for found in verdicts(captured, volume_id):
         assert (found.outcome, found.failed_service) == ("stuck", "cinder-volume")
         assert found.host
-        assert "stuck creating (waiting on cinder-volume)" in found.sentence(200)
+        assert f"stuck creating (waiting on cinder-volume on {FAST.volume_service_host})" in (
+            found.sentence(200)
+        )
 
 
 def test_non_reschedulable_driver_failure(sim: CinderSimulator, captured: Captured) -> None:

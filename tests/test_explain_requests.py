@@ -64,5 +64,9 @@ def test_time_between_client_and_server_is_named(nova, captured):
     parts = {t.what: t.ms for t in d.time_spent}
     assert {timing.INSIDE_CINDER, timing.NETWORK, timing.NOVA_OWN} <= set(parts)
     assert sum(parts.values()) == pytest.approx(d.duration_ms, rel=0.01)
-    client_step = next(p for p in d.critical_path if p["name"].startswith("POST /v3/"))
+    # The critical path goes through the slower of call_cinder's two hops (POST, then the
+    # lazy GET): which one depends on the machine's load, so either will do.
+    client_step = next(
+        p for p in d.critical_path if p["name"].startswith(("POST /v3/", "GET /v3/"))
+    )
     assert client_step["self_is"].startswith("network and queueing")

@@ -15,7 +15,7 @@ from tests.conftest import member_headers
 from voltrace.api import build_app
 from voltrace.cinder import CinderSettings, VolumeAPI
 from voltrace.cinder_sim import CinderSimulator
-from voltrace.cinder_sim.backends import BackendFault
+from voltrace.cinder_sim.backends import BackendFault, BackendSettings
 from voltrace.client import NovaClient
 from voltrace.follow import (
     FOLLOW_SPAN,
@@ -175,13 +175,24 @@ def test_driver_failure_counts_reschedules(start_followed: Any, captured: Captur
 def test_volume_service_down_times_out_stuck_creating(
     start_followed: Any, captured: Captured
 ) -> None:
-    """With cinder-volume down the volume never settles: stuck_creating at the timeout."""
-    followed = start_followed(FollowSettings(timeout_s=1.0, first_delay_s=0.05, max_delay_s=0.2))
+    """With cinder-volume down the volume never settles: stuck_creating at the timeout, and
+    os-services (down by then) names the service it waits on and its last heartbeat."""
+    followed = start_followed(
+        # Down in os-services 0.6 s after it stops: after the scheduler placed the volume
+        # (0.15 s), before the follow gives up (1.5 s).
+        FollowSettings(timeout_s=1.5, first_delay_s=0.05, max_delay_s=0.2),
+        backend=BackendSettings(report_interval_s=0.05, service_down_time_s=0.6),
+    )
     followed.sim.stop_service("cinder-volume")
     volume_id = followed.create()
     span = settled_span(captured, volume_id)
     assert span.attributes["voltrace.volume.outcome"] == "stuck_creating"
     assert followed.outcomes() == {("stuck_creating", "stuck_creating"): 1}
+    # A member's token sees no host: the down cinder-volume is named by os-services.
+    assert (
+        span.attributes["voltrace.volume.waiting_on"] == "cinder-volume on cinder-sim@lvmdriver-1"
+    )
+    assert span.attributes["voltrace.volume.down_since"].endswith(" UTC")
 
 
 def test_full_queue_drops_are_counted(start_followed: Any) -> None:

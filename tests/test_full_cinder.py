@@ -14,11 +14,15 @@ shared/full-cinder.md's failure table measured it:
   spans and the driver's ``drive`` span, each parented one level up.
 
 "Down" is SIGSTOP, undone by SIGCONT: with PostgreSQL a frozen service holds no lock.
+
+For no valid backend, the driver failures and both services down, ``voltrace explain
+--cinder-url`` is also asked, with no trace and no log: its verdict from Cinder alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -39,6 +43,7 @@ from tests.support.full_cinder import (
 )
 from tests.support.polling import poll
 from tests.support.real_cinder import VoltraceServe, create
+from voltrace.cli import main
 from voltrace.devtools.cinder_stack import POOL, Tracing
 from voltrace.devtools.cinder_venv import RealCinderError
 
@@ -86,6 +91,33 @@ def messages(full: FullCinder, created: Created) -> list[tuple[str, str, str, st
 
 def message(event_id: str, created: Created) -> tuple[str, str, str, str]:
     return event_id, USER_MESSAGES[event_id], "ERROR", created.cinder_request_id
+
+
+def explained(full: FullCinder, created: Created, capsys: Any) -> dict:
+    """``voltrace explain --cinder-url`` with the project's noauth token, from Cinder alone."""
+    token = f"admin:{created.project}"
+    code = main(
+        [
+            "explain",
+            "--cinder-url",
+            full.stack.endpoint_template,
+            "--project-id",
+            created.project,
+            "--os-token",
+            token,
+            "--volume-id",
+            created.volume_id,
+            "--json",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert token not in out + err
+    said = dict(json.loads(out))
+    # Cinder's own id for the POST, which its user messages carry.
+    if said["after_answer"]["messages"]:
+        assert said["after_answer"]["cinder_request_id"] == created.cinder_request_id
+    return said
 
 
 # -- the trace -----------------------------------------------------------------------------
@@ -227,7 +259,7 @@ def test_available(cinder):
 
 
 @pytest.mark.parametrize("why", ["extra_spec", "capacity"])
-def test_no_valid_backend(cinder, why):
+def test_no_valid_backend(cinder, why, capsys):
     """A type whose backend name matches no pool, or a size over the pool's capacity:
     creating → error, never placed, one 001_003; only the scheduler ran (no error raised)."""
     if why == "extra_spec":
@@ -241,10 +273,13 @@ def test_no_valid_backend(cinder, why):
     assert (created.statuses, host(volume)) == (["creating", "error"], None)
     assert messages(cinder, created) == [message(NO_VALID_BACKEND, created)]
     assert cinder.stack.service_states() == {"cinder-scheduler": "up", "cinder-volume": "up"}
+    said = explained(cinder, created, capsys)
+    assert said["verdict"] == "The volume failed in cinder-scheduler: no valid backend"
+    assert "cinder get-pools --detail" in said["after_answer"]["commands"]
     assert_trace(cinder, created, wsgi_post(created, scheduler_rpc()))
 
 
-def test_driver_failure_is_rescheduled_then_no_valid_backend(cinder):
+def test_driver_failure_is_rescheduled_then_no_valid_backend(cinder, capsys):
     """VolumeBackendAPIException: three attempts on the same host (3 times 008_012), then the
     scheduler gives up (001_003, host cleared); 3 nested rounds in one trace."""
     created = create_through_nova(cinder, {"size": 1, "metadata": {"fault": "backend"}})
@@ -253,6 +288,10 @@ def test_driver_failure_is_rescheduled_then_no_valid_backend(cinder):
     assert messages(cinder, created) == [message(DRIVER_FAILED, created)] * 3 + [
         message(NO_VALID_BACKEND, created)
     ]
+    said = explained(cinder, created, capsys)
+    assert said["verdict"] == (
+        "The volume failed in cinder-volume: driver error, 3 attempts (max_attempts_exceeded)"
+    )
     # Each failed round casts back to the scheduler; the last scheduler run finds no backend
     # (NoValidBackend is handled there, not raised: that span has no error).
     attempts = scheduler_rpc()
@@ -261,12 +300,15 @@ def test_driver_failure_is_rescheduled_then_no_valid_backend(cinder):
     assert_trace(cinder, created, wsgi_post(created, attempts))
 
 
-def test_non_reschedulable_driver_failure(cinder):
+def test_non_reschedulable_driver_failure(cinder, capsys):
     """MetadataUpdateFailure is in no_reschedule_types: error on the host, one 008_012."""
     created = create_through_nova(cinder, {"size": 1, "metadata": {"fault": "noresched"}})
     volume = follow(cinder.stack, created)
     assert (created.statuses, host(volume)) == (["creating", "error"], POOL)
     assert messages(cinder, created) == [message(DRIVER_FAILED, created)]
+    said = explained(cinder, created, capsys)
+    assert said["verdict"] == "The volume failed in cinder-volume: driver error, 1 attempt"
+    assert said["host"] == POOL
     assert_trace(
         cinder,
         created,
@@ -279,7 +321,7 @@ def test_non_reschedulable_driver_failure(cinder):
     )
 
 
-def test_scheduler_down_leaves_creating_until_it_returns(cinder):
+def test_scheduler_down_leaves_creating_until_it_returns(cinder, capsys):
     """A frozen scheduler: the cast waits in its queue, the volume stays creating with no
     host while os-services says the scheduler is down; after SIGCONT it becomes available."""
     stack = cinder.stack
@@ -295,6 +337,11 @@ def test_scheduler_down_leaves_creating_until_it_returns(cinder):
         assert (volume["status"], host(volume)) == ("creating", None)
         assert stack.service_states() == {"cinder-scheduler": "down", "cinder-volume": "up"}
         assert messages(cinder, created) == []
+        said = explained(cinder, created, capsys)
+        assert said["verdict"].startswith(
+            "The volume is stuck in creating: cinder-scheduler down since 20"
+        )
+        assert said["after_answer"]["down_for_s"] >= 0
     finally:
         stack.thaw("cinder-scheduler")
     volume = follow(stack, created)
@@ -303,7 +350,7 @@ def test_scheduler_down_leaves_creating_until_it_returns(cinder):
     assert_trace(cinder, created, wsgi_post(created, scheduler_rpc(volume_rpc(driver_create()))))
 
 
-def test_volume_service_down_stuck_then_no_valid_backend(cinder):
+def test_volume_service_down_stuck_then_no_valid_backend(cinder, capsys):
     """A frozen cinder-volume: a create sent at once is placed (host set) and stays
     creating; once os-services shows it down, the next create fails in the scheduler
     (001_003). After SIGCONT the queued cast is consumed: the first becomes available."""
@@ -325,11 +372,19 @@ def test_volume_service_down_stuck_then_no_valid_backend(cinder):
         )
         assert stack.get_volume(stuck.project, stuck.volume_id)["status"] == "creating"
         assert messages(cinder, stuck) == []
+        said = explained(cinder, stuck, capsys)
+        service_host = POOL.split("#")[0]
+        assert said["verdict"].startswith(
+            f"The volume is stuck in creating: cinder-volume on {service_host} down since 20"
+        )
+        assert said["after_answer"]["commands"] == ["openstack volume service list"]
 
         after_down = create_through_nova(cinder, {"size": 1})
         volume = follow(stack, after_down)
         assert (after_down.statuses, host(volume)) == (["creating", "error"], None)
         assert messages(cinder, after_down) == [message(NO_VALID_BACKEND, after_down)]
+        said = explained(cinder, after_down, capsys)
+        assert said["verdict"] == "The volume failed in cinder-scheduler: no valid backend"
         assert stack.get_volume(stuck.project, stuck.volume_id)["status"] == "creating"
         assert stack.service_states() == {"cinder-scheduler": "up", "cinder-volume": "down"}
     finally:
@@ -340,7 +395,7 @@ def test_volume_service_down_stuck_then_no_valid_backend(cinder):
     assert_trace(cinder, stuck, wsgi_post(stuck, scheduler_rpc(volume_rpc(driver_create()))))
 
 
-def test_slow_backend_stays_creating_on_its_host_then_available(cinder):
+def test_slow_backend_stays_creating_on_its_host_then_available(cinder, capsys):
     """The driver sleeps (sleep_s): creating with the host set while it works, then
     available; all services up throughout, no messages."""
     created = create_through_nova(cinder, {"size": 1, "metadata": {"sleep_s": "2"}})
@@ -351,6 +406,27 @@ def test_slow_backend_stays_creating_on_its_host_then_available(cinder):
     )
     assert (working["status"], host(working)) == ("creating", POOL)
     assert cinder.stack.service_states() == {"cinder-scheduler": "up", "cinder-volume": "up"}
+    # explain --follow waits it out on the real Cinder, with its progress on stderr.
+    assert (
+        main(
+            [
+                "explain",
+                "--cinder-url",
+                f"{cinder.stack.url}/v3/{created.project}",
+                "--os-token",
+                f"admin:{created.project}",
+                "--volume-id",
+                created.volume_id,
+                "--follow",
+                "--timeout",
+                "30",
+            ]
+        )
+        == 0
+    )
+    out, err = capsys.readouterr()
+    assert f"waiting for volume {created.volume_id}: creating" in err
+    assert f"The volume became available on {POOL}" in out
     volume = follow(cinder.stack, created)
     assert (created.statuses, host(volume)) == (["creating", "available"], POOL)
     assert messages(cinder, created) == []

@@ -12,17 +12,26 @@ and the end shows a summary table::
     voltrace demo --otlp                   # also export to OTEL_EXPORTER_OTLP_ENDPOINT
     voltrace demo --no-color > demo.txt    # plain ASCII, for logs and CI
     voltrace demo --list                   # the scenarios, one line each
+    voltrace demo --nova real              # through real nova-api 34, instrumented
 
 The output directory holds the traces as OTLP JSON lines (``traces.jsonl``)
 and as a Jaeger upload file (``jaeger.json``), the JSON logs (``logs.jsonl``),
 an HTML report (``report.html``) and ``summary.json``. Earlier demo output
-there is replaced. The services are always named ``nova-api`` and
-``cinder-api``, whatever ``OTEL_SERVICE_NAME`` says.
+there is replaced. The services are always named ``nova-api``,
+``cinder-api``, ``cinder-scheduler`` and ``cinder-volume``, whatever
+``OTEL_SERVICE_NAME`` says.
+
+Past Nova's answer: the simulator also plays cinder-scheduler and cinder-volume (with
+short timings, so the demo stays quick), in the same trace. Every create Nova answers
+200 is followed until its volume settles (``available`` or ``error``), or, for the
+scenarios where a service is down, for a short bounded wait after which it counts as
+stuck in ``creating``; the diagnosis then says what became of the volume.
 
 Every scenario states what it expects (HTTP status, failed stage, failure
-class, and for some what the next step must say or how many volumes Cinder must
-hold afterwards); the demo exits 1 if any create answered otherwise or left no
-trace. Diagnoses are made from the SDK's spans in memory, by ``voltrace.explain``.
+class, and for some what the next step must say, how many volumes Cinder must
+hold afterwards, or what became of the volume after the answer); the demo exits 1
+if any create answered otherwise or left no trace. Diagnoses are made from the
+SDK's spans in memory, by ``voltrace.explain``.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ from typing import Any
 from voltrace import semconv
 from voltrace.cinder import CinderSettings
 from voltrace.cinder_sim import CinderSimulator, Fault
+from voltrace.cinder_sim.backends import BackendFault, BackendSettings, Timing
 from voltrace.client import NovaClient, identity_headers
 from voltrace.explain.cli import JAEGER_URL_ENV, jaeger_link
 from voltrace.explain.from_logs import diagnose_logs
@@ -87,6 +97,23 @@ HUNG_CINDER_MS = 600
 HUNG_RETRIES = 3
 TRACE_WAIT_S = 5.0
 
+# Past the answer. Real cinder 29 takes 0.1-0.2 s to schedule and 0.2-0.3 s to create
+# (shared/full-cinder.md); the demo keeps the steps and shrinks the waits.
+DEMO_BACKEND = BackendSettings(
+    scheduling_s=Timing(0.02, 0.02),
+    volume_create_s=Timing(0.03, 0.03),
+    capacity_gb=100,
+    scheduler_max_attempts=3,
+)
+TOO_BIG_GB = 200  # over the pool's 100 GB, well under the project's 1000 GB quota
+SLOW_BACKEND_S = 0.3  # the slow driver's extra time
+# How long a create that cannot settle (a service down) is followed before it counts as
+# stuck; creates that can settle are followed up to SETTLE_WAIT_S.
+STUCK_AFTER_S = 0.3
+SETTLE_WAIT_S = 5.0
+SCHEDULER = semconv.SCHEDULER_SERVICE
+VOLUME = semconv.VOLUME_SERVICE
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -105,13 +132,18 @@ class Scenario:
     verdict: str | None = None  # text the diagnosis's next step must contain
     # How many POSTs of this one create Cinder must receive (from its recorded requests).
     creates_received: int | None = None
+    # Past the answer: the volume driver's faults, the services stopped for this create,
+    # and what the verdict on the volume's fate must say.
+    backend_faults: tuple[BackendFault, ...] = ()
+    services_down: tuple[str, ...] = ()
+    after: str | None = None
 
     def body(self, snapshot_id: str) -> dict[str, Any]:
         return {k: snapshot_id if v == SNAPSHOT else v for k, v in self.volume.items()}
 
 
 SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("plain-create", "a 1 GB volume, nothing special", 200),
+    Scenario("plain-create", "a 1 GB volume, nothing special", 200, after="became available"),
     Scenario(
         "from-snapshot",
         "a volume from an existing snapshot",
@@ -209,6 +241,44 @@ SCENARIOS: tuple[Scenario, ...] = (
         volume={"snapshot_id": SNAPSHOT},
         server="size_from_snapshot",
     ),
+    Scenario(
+        "no-valid-backend",
+        f"{TOO_BIG_GB} GB on a {DEMO_BACKEND.capacity_gb:g} GB pool: Nova answers 200, then "
+        "cinder-scheduler finds no valid backend",
+        200,
+        volume={"size": TOO_BIG_GB},
+        after="failed in cinder-scheduler: no valid backend (capacity)",
+    ),
+    Scenario(
+        "driver-failure-rescheduled",
+        f"the volume driver fails: rescheduled to the same host, "
+        f"{DEMO_BACKEND.scheduler_max_attempts} attempts, then error",
+        200,
+        backend_faults=(BackendFault("driver_error"),),
+        after=f"failed in cinder-volume: driver error, {DEMO_BACKEND.scheduler_max_attempts} "
+        "attempts (max_attempts_exceeded)",
+    ),
+    Scenario(
+        "scheduler-down",
+        "cinder-scheduler is down: the cast waits in its queue, the volume stays creating",
+        200,
+        services_down=(SCHEDULER,),
+        after="stuck creating (waiting on cinder-scheduler)",
+    ),
+    Scenario(
+        "volume-service-down",
+        "cinder-volume stopped moments ago, still counted up: placed, then stuck creating",
+        200,
+        services_down=(VOLUME,),
+        after=f"stuck creating (waiting on cinder-volume on {DEMO_BACKEND.volume_service_host})",
+    ),
+    Scenario(
+        "slow-backend",
+        f"the volume driver takes {SLOW_BACKEND_S:g} s longer: creating, then available",
+        200,
+        backend_faults=(BackendFault("slow_driver", delay_s=SLOW_BACKEND_S, times=1),),
+        after="became available",
+    ),
 )
 BY_NAME = {s.name: s for s in SCENARIOS}
 
@@ -239,6 +309,10 @@ class Result:
             )
         if s.verdict and s.verdict not in (d.next_step or ""):
             found.append(f"expected the next step to say: {s.verdict}")
+        if s.after:
+            fate = d.after_answer.sentence(self.status) if d.after_answer else "nothing"
+            if s.after not in fate:
+                found.append(f"expected the volume's fate to say: {s.after} (it says: {fate})")
         if s.creates_received is not None and self.creates_received != s.creates_received:
             found.append(
                 f"expected Cinder to receive the create {s.creates_received} times, "
@@ -254,7 +328,7 @@ class Result:
 class Demo:
     """The simulator, one voltrace server per configuration, and shared telemetry."""
 
-    def __init__(self, out: Path, *, otlp: bool = False) -> None:
+    def __init__(self, out: Path, *, otlp: bool = False, nova: str = "voltrace") -> None:
         self.out = out
         self.telemetry = Telemetry.create(
             TelemetryConfig(
@@ -268,12 +342,38 @@ class Demo:
             )
         )
         self.cinder_telemetry = self.telemetry.sibling(semconv.CINDER_API_SERVICE)
-        self.sim = CinderSimulator(tracer_provider=self.cinder_telemetry.tracer_provider).start()
+        # With telemetry, cinder-scheduler's and cinder-volume's spans and log lines join
+        # nova-api's and cinder-api's: one create, one trace, one log file.
+        self.sim = CinderSimulator(
+            telemetry=self.cinder_telemetry,
+            backend=DEMO_BACKEND,
+            # cinder's default of 10 volumes would end the library early: volumes in
+            # error count too.
+            default_quotas={"volumes": 100},
+        ).start()
         self.snapshot_id = self.sim.add_snapshot(PROJECT, size=2, name="demo-snapshot")["id"]
         # Bound but never listening: connections to it are refused, and no one else gets it.
         self._dead = socket.socket()
         self._dead.bind(("127.0.0.1", 0))
         self._servers: dict[str, EmbeddedServer] = {}
+        # --nova real: real nova-api 34 processes, instrumented, in place of voltrace serve.
+        self.real_nova: Any = None
+        if nova == "real":
+            from voltrace.instrumentation.nova_demo import RealNovaDemo
+
+            self.real_nova = RealNovaDemo(
+                out,
+                cinder_endpoint=self.sim.endpoint_template,
+                traces_file=out / TRACES_FILE,
+                log_file=out / LOGS_FILE,
+            )
+
+    def skip_reason(self, scenario: Scenario) -> str | None:
+        """Why this scenario cannot run here (only with --nova real), or None."""
+        return self.real_nova.skip_reason(scenario.server) if self.real_nova else None
+
+    def nova_url(self, kind: str) -> str:
+        return self.real_nova.url(kind) if self.real_nova else self.server(kind).url
 
     def server(self, kind: str) -> EmbeddedServer:
         if kind not in self._servers:
@@ -300,7 +400,11 @@ class Demo:
         seen = len(self.sim.recorded_requests())
         for fault in scenario.faults:
             self.sim.inject(fault)
-        client = NovaClient(self.server(scenario.server).url)
+        for backend_fault in scenario.backend_faults:
+            self.sim.inject_backend_fault(backend_fault)
+        for binary in scenario.services_down:
+            self.sim.stop_service(binary)
+        client = NovaClient(self.nova_url(scenario.server))
         try:
             headers = identity_headers(
                 user_id=USER, project_id=PROJECT, roles=scenario.roles, token="demo-token"
@@ -308,9 +412,17 @@ class Demo:
             response = client.create_volume(
                 scenario.body(self.snapshot_id), headers={**headers, **scenario.headers}
             )
+            self.sim.clear_faults()
+            if response.status == 200:
+                stuck_after = STUCK_AFTER_S if scenario.services_down else SETTLE_WAIT_S
+                self._follow(captured, response.json()["volume"]["id"], stuck_after)
         finally:
             client.close()
-        self.sim.clear_faults()
+            self.sim.clear_faults()
+            self.sim.clear_backend_faults()
+            for binary in scenario.services_down:
+                # A stuck create stays stuck (its trace is finished); the next finds it up.
+                self.sim.start_service(binary, purge=True)
         request_id = response.header("x-openstack-request-id")
         received = None
         if scenario.creates_received is not None:
@@ -320,15 +432,40 @@ class Demo:
                 for r in self.sim.recorded_requests()[seen:]
                 if r.method == "POST" and r.path.endswith(f"/{PROJECT}/volumes")
             )
+        found, traced = (
+            self.real_nova.diagnose(request_id, captured)
+            if self.real_nova
+            else _diagnose(captured, request_id)
+        )
+        # Volumes Cinder made for a create Nova gave up on (cinder-hung) settle too: let
+        # them, so their spans are in this scenario's trace and not in the next one's time.
+        self.sim.wait_idle(TRACE_WAIT_S)
         return Result(
-            scenario,
-            response.status,
-            request_id,
-            *_diagnose(captured, request_id),
-            creates_received=received,
+            scenario, response.status, request_id, found, traced, creates_received=received
         )
 
+    def _follow(self, captured: Captured, volume_id: str, stuck_after_s: float) -> None:
+        """Until the volume settles and its settling span has ended, or stuck_after_s."""
+        deadline = time.monotonic() + stuck_after_s
+        while self.sim.volume_story(volume_id)["status"] == "creating":
+            if time.monotonic() >= deadline:
+                self.sim.wait_idle(TRACE_WAIT_S)  # what could still run has ended
+                return
+            time.sleep(0.01)  # the simulator's steps take 20-50 ms
+
+        def settled(c: Captured) -> bool:
+            return any(
+                (s.attributes or {}).get(semconv.CINDER_VOLUME_ID) == volume_id
+                and (s.attributes or {}).get(semconv.CREATE_OUTCOME)
+                for s in c.spans
+            )
+
+        with contextlib.suppress(TimeoutError):  # the diagnosis then says what is missing
+            captured.wait_for(settled, timeout=TRACE_WAIT_S)
+
     def close(self) -> None:
+        if self.real_nova is not None:
+            self.real_nova.close()
         for server in self._servers.values():
             server.stop()
         self.sim.stop()
@@ -367,13 +504,20 @@ def _diagnose(captured: Captured, request_id: str | None) -> tuple[Diagnosis | N
     try:
         spans = _complete_trace(captured, request_id)
     except TimeoutError:  # sampled out (OTEL_TRACES_SAMPLER), or lost
-        return diagnose_logs(captured.logs_for(request_id), waterfall=True), False
+        return diagnose_logs(_logs_for(captured, request_id), waterfall=True), False
     diagnoser = TraceDiagnoser(waterfall=True)
     diagnoses = [
         d for trace in group_traces(spans_from_sdk(spans)) for d in diagnoser.diagnose(trace)
     ]
     found = next((d for d in diagnoses if d.request_id == request_id), None)
     return found, found is not None
+
+
+def _logs_for(captured: Captured, request_id: str) -> list[dict[str, Any]]:
+    """nova-api's lines of the create, and Cinder's (nova's id is their global one)."""
+    return [
+        e for e in captured.logs if request_id in (e.get("request_id"), e.get("global_request_id"))
+    ]
 
 
 # ---------------------------------------------------------------------------
@@ -426,6 +570,20 @@ class Printer:
             self.wrapped(d.advice.text, "     ")
             for command in d.advice.commands:
                 self("       " + self.term.paint(escape(command), "1"))
+        fate = d.after_answer
+        if fate is not None:
+            good = fate.outcome == "available"
+            lines = wrap(escape(fate.sentence(d.http_status)), self.term.width - 5)
+            paint = ("1", "32") if good else ("1", "31")
+            self(f"  {arrow} {self.term.paint(lines[0], *paint)}")
+            for more in lines[1:]:
+                self(f"     {self.term.paint(more, *paint)}")
+            for said in fate.messages:
+                self.wrapped(f"user message {said['event_id']}: {said['user_message']}", "     ")
+            if not good and fate.advice is not None:
+                self.wrapped(fate.advice.text, "     ")
+                for command in fate.advice.commands:
+                    self("       " + self.term.paint(escape(command), "1"))
         if result.creates_received is not None:
             self(
                 f"     (checked: the simulator received this one create "
@@ -442,7 +600,7 @@ class Printer:
         name_width = max(len("scenario"), *(len(r.scenario.name) for r in results))
         header = (
             f"{'scenario':<{name_width}}  {'HTTP':>4}  {'failed stage':<17}"
-            f"{'failure class':<24}{'total':>10}  as expected"
+            f"{'failure class':<24}{'total':>10}  {'after answer':<13}as expected"
         )
         self()
         self(self.term.paint(header, "1"))
@@ -455,12 +613,17 @@ class Printer:
                 f"{(d.failed_stage if d else None) or '-':<17}"
                 f"{(d.failure_class if d else None) or '-':<24}"
                 f"{format_ms(d.duration_ms if d else None):>10}  "
+                f"{_fate(d):<13}"
                 f"{self.term.paint(mark, '32' if ok else '31')}"
             )
         failed = sum(1 for r in results if r.status >= 400)
+        later = sum(
+            1 for r in results if r.status < 400 and _fate(r.diagnosis) not in ("available", "-")
+        )
+        after = f", {later} of them failed or stuck after the answer" if later else ""
         self(
-            f"{len(results)} scenarios ({len(results) - failed} created, {failed} failed as "
-            f"designed) in {elapsed_s:.1f} s"
+            f"{len(results)} scenarios ({len(results) - failed} answered 200{after}; {failed} "
+            f"failed as designed) in {elapsed_s:.1f} s"
         )
 
     def files(self, out: Path, traces: int, otlp_note: str | None) -> None:
@@ -526,6 +689,14 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         help="a Jaeger UI the spans reach (with --otlp): link each scenario's "
         f"trace (env {JAEGER_URL_ENV})",
     )
+    parser.add_argument(
+        "--nova",
+        choices=("voltrace", "real"),
+        default="voltrace",
+        help="nova-api to send the creates to: voltrace serve (default), or real nova-api 34 "
+        "with voltrace's instrumentation (needs `python -m voltrace.instrumentation.nova_venv "
+        "build` once)",
+    )
     add_color_argument(parser)
 
 
@@ -570,6 +741,13 @@ def run_cli(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.nova == "real":
+        from voltrace.instrumentation.nova_demo import unavailable_reason
+
+        why = unavailable_reason()
+        if why is not None:
+            print(f"voltrace demo --nova real: {why}", file=sys.stderr)
+            return 2
     chosen = [BY_NAME[name] for name in dict.fromkeys(args.scenario)] or list(SCENARIOS)
     out_dir = Path(args.out)
     try:
@@ -584,14 +762,19 @@ def run_cli(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     results: list[Result] = []
     with _quiet_retry_warnings(), capture() as captured:
-        demo = Demo(out_dir, otlp=args.otlp)
+        demo = Demo(out_dir, otlp=args.otlp, nova=args.nova)
         try:
+            nova_kind = "real nova-api 34, instrumented" if args.nova == "real" else "voltrace"
             printer(
                 f"voltrace demo: {len(chosen)} scenario(s); cinder-api (simulator) at "
-                f"{demo.sim.url}, nova-api (voltrace) in front of it; output in {out_dir}/"
+                f"{demo.sim.url}, nova-api ({nova_kind}) in front of it; output in {out_dir}/"
             )
             for index, scenario in enumerate(chosen, start=1):
                 printer.scenario(index, len(chosen), scenario)
+                skipped = demo.skip_reason(scenario)
+                if skipped is not None:
+                    printer(f"  skipped with --nova real: {skipped}")
+                    continue
                 result = demo.run(scenario, captured)
                 if result.diagnosis is not None:
                     result.diagnosis.link = jaeger_link(args.jaeger_url, result.diagnosis.trace_id)
@@ -646,6 +829,11 @@ def _quiet_retry_warnings() -> Iterator[None]:
         logger.setLevel(level)
 
 
+def _fate(d: Diagnosis | None) -> str:
+    """The volume's fate after the answer, one word ("-" when nothing came after)."""
+    return d.after_answer.outcome if d is not None and d.after_answer is not None else "-"
+
+
 def summary_row(r: Result) -> dict[str, Any]:
     """One row of summary.json (the README documents each key)."""
     d = r.diagnosis
@@ -660,6 +848,8 @@ def summary_row(r: Result) -> dict[str, Any]:
         "duration_ms": round(d.duration_ms or 0, 3) if d else None,
         "next_step": d.next_step if d else None,
         "creates_received": r.creates_received,
+        "after_answer": d.after_answer.sentence(d.http_status) if d and d.after_answer else None,
+        "after_outcome": d.after_answer.outcome if d and d.after_answer else None,
         "trace_link": d.link if d else None,
         "traced": r.traced,
         "as_expected": r.as_expected,

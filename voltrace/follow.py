@@ -37,29 +37,32 @@ from cinderclient import exceptions as cinder_exception
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from voltrace import semconv
 from voltrace.cinder import VolumeAPI
+from voltrace.explain import from_cinder
+from voltrace.explain.after_answer import classify_messages
 from voltrace.identity import NovaRequestContext
 from voltrace.pipeline import PipelineObserver
 from voltrace.state import CreateState
 
-# Names not yet in semconv (to be merged by the lead).
-FOLLOW_SPAN = "follow_volume"
-SETTLED_EVENT = "volume.settled"
-SETTLE_DURATION = "voltrace.volume.settle.duration"
-ASYNC_OUTCOMES = "voltrace.volume.async_outcomes"
-CREATING = "voltrace.volumes.creating"
-FOLLOWS_DROPPED = "voltrace.volume.follows_dropped"
-ATTR_VOLUME_ID = "voltrace.volume.id"
-ATTR_STATUS = "voltrace.volume.status"
-ATTR_OUTCOME = "voltrace.volume.outcome"
-ATTR_FAILURE_CLASS = "voltrace.volume.failure_class"
-ATTR_ATTEMPTS = "voltrace.volume.attempts"
-ATTR_USER_MESSAGE = "voltrace.volume.user_message"
-ATTR_EVENT_IDS = "voltrace.volume.event_ids"
+# voltrace.semconv's names, under the short names this module and its tests use.
+FOLLOW_SPAN = semconv.FOLLOW_SPAN
+SETTLED_EVENT = semconv.FOLLOW_SETTLED_EVENT
+SETTLE_DURATION = semconv.FOLLOW_SETTLE_DURATION
+ASYNC_OUTCOMES = semconv.FOLLOW_ASYNC_OUTCOMES
+CREATING = semconv.FOLLOW_CREATING
+FOLLOWS_DROPPED = semconv.FOLLOWS_DROPPED
+ATTR_VOLUME_ID = semconv.VOLUME_ID
+ATTR_STATUS = semconv.FOLLOW_STATUS
+ATTR_OUTCOME = semconv.FOLLOW_OUTCOME
+ATTR_FAILURE_CLASS = semconv.FOLLOW_FAILURE_CLASS
+ATTR_ATTEMPTS = semconv.FOLLOW_ATTEMPTS
+ATTR_USER_MESSAGE = semconv.FOLLOW_USER_MESSAGE
+ATTR_EVENT_IDS = semconv.FOLLOW_EVENT_IDS
 
-NO_VALID_BACKEND_EVENT = "VOLUME_VOLUME_001_003"
-DRIVER_FAILED_EVENT = "VOLUME_VOLUME_008_012"
-MESSAGES_MICROVERSION = "3.5"
+NO_VALID_BACKEND_EVENT = semconv.NO_VALID_BACKEND_EVENT
+DRIVER_FAILED_EVENT = semconv.DRIVER_FAILED_EVENT
+MESSAGES_MICROVERSION = semconv.MESSAGES_MICROVERSION
 
 
 @dataclass(frozen=True)
@@ -91,23 +94,14 @@ class Settled:
     attempts: int = 0
     user_message: str | None = None
     event_ids: tuple[str, ...] = ()
+    # stuck_creating: the service os-services shows down that the create waits on.
+    waiting_on: str | None = None
+    down_since: str | None = None
 
 
 def classify(messages: list[dict[str, Any]]) -> tuple[str, int, str | None, tuple[str, ...]]:
     """failure_class, driver attempts, newest user message, event ids (oldest first)."""
-    ordered = sorted(messages, key=lambda m: m.get("created_at") or "")
-    event_ids = tuple(m.get("event_id", "") for m in ordered)
-    attempts = event_ids.count(DRIVER_FAILED_EVENT)
-    # After the last reschedule cinder-scheduler also says 001_003 ("Exceeded max scheduling
-    # attempts"): the driver's failures are the cause, so they win.
-    if attempts:
-        failure_class = "driver_error"
-    elif NO_VALID_BACKEND_EVENT in event_ids:
-        failure_class = "no_valid_backend"
-    else:
-        failure_class = "unknown"
-    user_message = ordered[-1].get("user_message") if ordered else None
-    return failure_class, attempts, user_message, event_ids
+    return classify_messages(messages)
 
 
 class VolumeFollower:
@@ -208,11 +202,14 @@ class VolumeFollower:
                     ATTR_FAILURE_CLASS: settled.failure_class,
                     ATTR_ATTEMPTS: settled.attempts,
                     ATTR_EVENT_IDS: list(settled.event_ids),
-                    "voltrace.volume.polls": polls,
+                    semconv.FOLLOW_POLLS: polls,
                 }
             )
             if settled.user_message:
                 span.set_attribute(ATTR_USER_MESSAGE, settled.user_message)
+            if settled.waiting_on:
+                span.set_attribute(semconv.FOLLOW_WAITING_ON, settled.waiting_on)
+                span.set_attribute(semconv.FOLLOW_DOWN_SINCE, settled.down_since or "")
             if settled.outcome != "available":
                 span.set_status(Status(StatusCode.ERROR, settled.failure_class))
         self.settle_duration.record(duration_s, {"outcome": settled.outcome})
@@ -229,18 +226,22 @@ class VolumeFollower:
             duration_ms=round(duration_s * 1000, 1),
             event_ids=list(settled.event_ids),
             user_message=settled.user_message,
+            waiting_on=settled.waiting_on,
+            down_since=settled.down_since,
         )
 
     def _poll(self, job: FollowJob) -> tuple[Settled, int]:
         deadline = job.answered_at + self.settings.timeout_s
         delay = self.settings.first_delay_s
         status: str | None = None
+        volume: dict[str, Any] = {}
         polls = 0
         while True:
             try:
                 client = self.volume_api.client(job.identity)
                 polls += 1
-                status = client.volumes.get(job.volume_id).status
+                found = client.volumes.get(job.volume_id)
+                status, volume = found.status, found.to_dict()
             except cinder_exception.Unauthorized:
                 return Settled(status, "unknown", "token_expired"), polls
             except Exception:  # Cinder unreachable for a moment: keep trying until the deadline
@@ -253,11 +254,34 @@ class VolumeFollower:
                 return Settled(status, "unknown", "unknown"), polls
             wait = min(delay, deadline - time.monotonic())
             if wait <= 0:
-                outcome = "stuck_creating" if status == "creating" else "unknown"
-                return Settled(status, outcome, outcome), polls
+                if status == "creating":
+                    return self._stuck(job, client, volume), polls + 1
+                return Settled(status, "unknown", "unknown"), polls
             if self._stopping.wait(wait):
                 return Settled(status, "unknown", "shutdown"), polls
             delay = min(delay * 2, self.settings.max_delay_s)
+
+    def _stuck(self, job: FollowJob, client: Any, volume: dict[str, Any]) -> Settled:
+        """Still creating at the timeout: which service, down in os-services, it waits on."""
+        waiting_on = down_since = None
+        try:
+            _, body = client.client.get("/os-services", microversion=semconv.SERVICES_MICROVERSION)
+            services = [s for s in body.get("services", []) if isinstance(s, dict)]
+            found = from_cinder.diagnose(volume, [], services)
+            if found.outcome == "stuck":
+                waiting_on = found.failed_service
+                if found.host_service:
+                    waiting_on = f"{waiting_on} on {found.host_service}"
+                down_since = found.down_since
+        except Exception as exc:  # admin-only in cinder's policy: the outcome stands without it
+            self.logger.info("volume.services_unreadable", volume_id=job.volume_id, error=repr(exc))
+        return Settled(
+            "creating",
+            "stuck_creating",
+            "stuck_creating",
+            waiting_on=waiting_on,
+            down_since=down_since,
+        )
 
     def _error(self, job: FollowJob, client: Any) -> Settled:
         # The create's 3.0 client; only this one call asks for the messages API's microversion.

@@ -319,3 +319,112 @@ FAILURES: dict[str, FailureClass] = _failure_table(
         "Search nova-api's log for the request id; this is a bug or a misconfiguration.",
     ),
 )
+
+
+# -- after Nova's answer: cinder-scheduler, cinder-volume and the volume's fate ---------
+#
+# Spoken by the simulator (voltrace.cinder_sim.async_create), the volume follower
+# (voltrace.follow), explain (voltrace.explain.after_answer, .from_cinder) and the demo.
+# The OSProfiler names are those a real cinder 29 writes (../shared/full-cinder.md).
+
+SCHEDULER_SERVICE = "cinder-scheduler"
+VOLUME_SERVICE = "cinder-volume"
+# A real cinder under OSProfiler names its services "cinder-<binary>".
+OSPROFILER_SCHEDULER_SERVICE = "cinder-cinder-scheduler"
+OSPROFILER_VOLUME_SERVICE = "cinder-cinder-volume"
+SCHEDULER_SERVICES = (SCHEDULER_SERVICE, OSPROFILER_SCHEDULER_SERVICE)
+VOLUME_SERVICES = (VOLUME_SERVICE, OSPROFILER_VOLUME_SERVICE)
+
+# Span names and attributes, OSProfiler's shape.
+RPC_SPAN = "rpc"  # trace_cls("rpc") on every manager
+DRIVE_SPAN = "drive"  # trace_cls("driver"), the name mangled by osprofiler's rstrip("-start")
+OSPROFILER_METHOD = "name"  # the traced method
+OSPROFILER_ERROR = "error"  # True where the method raised ...
+OSPROFILER_ERROR_EVENT = "log"  # ... with this event ...
+OSPROFILER_ERROR_KIND = "error.kind"  # ... naming the exception class ...
+OSPROFILER_ERROR_MESSAGE = "message"  # ... and its message
+
+# What the simulator adds (cinder.*): what happened, on the span where it happened.
+CINDER_VOLUME_ID = "cinder.volume_id"
+CINDER_HOST = "cinder.host"  # host@backend#pool the volume was scheduled to
+# On cinder-api's SERVER span of a create that was cast: the service it was cast to.
+CINDER_CAST_TO = "cinder.create.cast_to"
+SCHEDULER_ATTEMPT = "cinder.scheduler.attempt"
+SCHEDULER_MAX_ATTEMPTS = "cinder.scheduler.max_attempts"
+CINDER_VOLUME_STATUS = "cinder.volume.status"
+SCHEDULER_RESULT = "cinder.scheduler.result"  # "scheduled" or "no_valid_backend"
+SCHEDULER_REASON = "cinder.scheduler.reason"
+SCHEDULER_FILTERED_BY = "cinder.scheduler.filtered_by"
+VOLUME_RESCHEDULED = "cinder.volume.rescheduled"
+# On the span that settled the volume (and in the create.settled log line):
+CREATE_OUTCOME = "cinder.create.outcome"  # ASYNC_OUTCOMES
+CREATE_FAILURE = "cinder.create.failure"  # ASYNC_FAILURES
+CREATE_CAUSE = "cinder.create.cause"  # ASYNC_CAUSES
+CREATE_ATTEMPTS = "cinder.create.attempts"
+# The event on the span where cinder recorded a user message, and its attributes.
+USER_MESSAGE_EVENT = "cinder.user_message"
+MESSAGE_ID = "cinder.message.id"
+MESSAGE_EVENT_ID = "cinder.message.event_id"
+MESSAGE_TEXT = "cinder.message.user_message"
+MESSAGE_LEVEL = "cinder.message.level"
+
+# Outcome classes. explain also says "stuck" (a service it waits on is down) and
+# "creating" (still in progress, nothing down); the follower says "stuck_creating" and
+# "unknown".
+ASYNC_OUTCOMES = ("available", "error")
+NO_VALID_BACKEND = "no_valid_backend"
+DRIVER_ERROR = "driver_error"
+ASYNC_FAILURES = (NO_VALID_BACKEND, DRIVER_ERROR)
+ASYNC_CAUSES = (
+    "capacity",  # CapacityFilter: not enough free space
+    "capabilities",  # CapabilitiesFilter: the type's extra specs match no backend
+    "volume_service_down",  # the scheduler saw cinder-volume down
+    "max_attempts_exceeded",  # driver failures, rescheduled scheduler_max_attempts times
+    "reschedule_disabled",  # a driver failure with scheduler_max_attempts = 1
+    "not_reschedulable",  # a driver failure cinder never reschedules
+)
+
+# Cinder's user-message event ids (cinder/message/message_field.py).
+NO_VALID_BACKEND_EVENT = "VOLUME_VOLUME_001_003"
+DRIVER_FAILED_EVENT = "VOLUME_VOLUME_008_012"
+# Microversions: messages exist from 3.3, the resource_uuid filter needs 3.5; os-services
+# at <= 3.48 is DB-only (3.49+ makes an RPC call to the scheduler, 500 when it is down).
+MESSAGES_MICROVERSION = "3.5"
+SERVICES_MICROVERSION = "3.7"
+
+# Log events of the simulated cinder-api, cinder-scheduler and cinder-volume.
+LOG_CREATE_ISSUED = "api.volume_create_issued"  # cinder-api cast the create
+LOG_CAST_DROPPED = "rpc.cast_dropped"
+LOG_BACKEND_SELECTED = "scheduler.backend_selected"
+LOG_FILTER_REJECTED = "scheduler.filter_rejected"
+LOG_SERVICE_DOWN = "scheduler.volume_service_down"
+LOG_PREVIOUS_ATTEMPT = "scheduler.previous_attempt_failed"
+LOG_NO_VALID_BACKEND = "scheduler.no_valid_backend"
+LOG_CREATE_STARTED = "volume.create_started"
+LOG_DRIVER_FAILED = "volume.driver_failed"
+LOG_RESCHEDULED = "volume.rescheduled"
+LOG_CREATE_FAILED = "volume.create_failed"
+LOG_CREATED = "volume.created"
+LOG_MESSAGE_CREATED = "message.created"
+LOG_SETTLED = "create.settled"  # one per create that settles: its whole outcome
+LOG_SERVICE_STOPPED = "service.stopped"
+LOG_SERVICE_STARTED = "service.started"
+
+# The volume follower (voltrace serve --follow-volumes): its span, log event, metrics
+# and attributes.
+FOLLOW_SPAN = "follow_volume"
+FOLLOW_SETTLED_EVENT = "volume.settled"
+FOLLOW_SETTLE_DURATION = "voltrace.volume.settle.duration"
+FOLLOW_ASYNC_OUTCOMES = "voltrace.volume.async_outcomes"
+FOLLOW_CREATING = "voltrace.volumes.creating"
+FOLLOWS_DROPPED = "voltrace.volume.follows_dropped"
+FOLLOW_STATUS = "voltrace.volume.status"
+FOLLOW_OUTCOME = "voltrace.volume.outcome"
+FOLLOW_FAILURE_CLASS = "voltrace.volume.failure_class"
+FOLLOW_ATTEMPTS = "voltrace.volume.attempts"
+FOLLOW_USER_MESSAGE = "voltrace.volume.user_message"
+FOLLOW_EVENT_IDS = "voltrace.volume.event_ids"
+FOLLOW_POLLS = "voltrace.volume.polls"
+# stuck_creating: the service the create waits on that os-services shows down, and since.
+FOLLOW_WAITING_ON = "voltrace.volume.waiting_on"
+FOLLOW_DOWN_SINCE = "voltrace.volume.down_since"

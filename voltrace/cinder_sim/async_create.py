@@ -25,8 +25,8 @@ cinder's OSProfiler spans and on the simulator's. Span links are never used: a l
 make the asynchronous part a separate trace that viewers, ``explain`` and the trace files
 keep apart from the request that caused it.
 
-The names below are what ``explain``, the demo and the metrics read; they are candidates
-for ``voltrace/semconv.py``.
+The names below are ``voltrace.semconv``'s (what ``explain``, the follower, the demo and
+the metrics read), kept here under the short names this module and its tests use.
 """
 
 from __future__ import annotations
@@ -57,78 +57,71 @@ from voltrace.cinder_sim.backends import (
 from voltrace.cinder_sim.state import State, Volume
 from voltrace.cinder_sim.worker import Worker
 
-# ---- span names and attributes -----------------------------------------------------------
+# ---- span names and attributes: voltrace.semconv's, under the names this module used ------
 
 SCHEDULER_SERVICE = SCHEDULER  # service.name of the scheduler's spans and log lines
 VOLUME_SERVICE = VOLUME
-RPC_SPAN = "rpc"  # OSProfiler's trace_cls("rpc") on every manager
-DRIVE_SPAN = "drive"  # trace_cls("driver"), name mangled by osprofiler's rstrip("-start")
-METHOD = "name"  # OSProfiler: the traced method
-OSPROFILER_ERROR = "error"  # OSProfiler: True where the method raised
-OSPROFILER_ERROR_EVENT = "log"  # OSProfiler's event on such a span ...
-OSPROFILER_ERROR_KIND = "error.kind"  # ... with the exception class
-OSPROFILER_ERROR_MESSAGE = "message"  # ... and its message
+RPC_SPAN = semconv.RPC_SPAN
+DRIVE_SPAN = semconv.DRIVE_SPAN
+METHOD = semconv.OSPROFILER_METHOD
+OSPROFILER_ERROR = semconv.OSPROFILER_ERROR
+OSPROFILER_ERROR_EVENT = semconv.OSPROFILER_ERROR_EVENT
+OSPROFILER_ERROR_KIND = semconv.OSPROFILER_ERROR_KIND
+OSPROFILER_ERROR_MESSAGE = semconv.OSPROFILER_ERROR_MESSAGE
 
+# The methods OSProfiler names (real cinder's, with the LVM driver cinder's devstack runs).
 SCHEDULER_CREATE = "cinder.scheduler.manager.SchedulerManager.create_volume"
 VOLUME_CREATE = "cinder.volume.manager.VolumeManager.create_volume"
 VOLUME_DRIVER_DELETE = "cinder.volume.manager.VolumeManager.driver_delete_volume"
 DRIVER_CREATE = "cinder.volume.drivers.lvm.LVMVolumeDriver.create_volume"
 DRIVER_DELETE = "cinder.volume.drivers.lvm.LVMVolumeDriver.delete_volume"
 
-VOLUME_ID = "cinder.volume_id"
+VOLUME_ID = semconv.CINDER_VOLUME_ID
 REQUEST_ID = semconv.CINDER_REQUEST_ID  # the create's cinder-api request id
 GLOBAL_REQUEST_ID = semconv.GLOBAL_REQUEST_ID  # nova's, when it sent one
 PROJECT_ID = semconv.PROJECT_ID
 ERROR_TYPE = semconv.ERROR_TYPE  # the cinder exception class
-HOST = "cinder.host"  # host@backend#pool the volume was scheduled to / is created on
-ATTEMPT = "cinder.scheduler.attempt"  # 1, 2, 3 ...: which scheduling round
-MAX_ATTEMPTS = "cinder.scheduler.max_attempts"
-VOLUME_STATUS = "cinder.volume.status"  # the volume's status when the span ended
-SCHEDULER_RESULT = "cinder.scheduler.result"  # "scheduled" or "no_valid_backend"
-SCHEDULER_REASON = "cinder.scheduler.reason"  # NoValidBackend's reason text
-FILTERED_BY = "cinder.scheduler.filtered_by"  # the filter that removed the last backend
-RESCHEDULED = "cinder.volume.rescheduled"  # on cinder-volume's failed rpc span
-# On the span that settled the volume (and in the create.settled log line):
-OUTCOME = "cinder.create.outcome"  # "available" or "error"
-FAILURE = "cinder.create.failure"  # see FAILURES
-CAUSE = "cinder.create.cause"  # see CAUSES
-ATTEMPTS = "cinder.create.attempts"  # how many times cinder-volume tried to create it
-# The event on the span where cinder recorded a user message:
-USER_MESSAGE_EVENT = "cinder.user_message"
-MESSAGE_ID = "cinder.message.id"
-MESSAGE_EVENT_ID = "cinder.message.event_id"
-MESSAGE_TEXT = "cinder.message.user_message"
-MESSAGE_LEVEL = "cinder.message.level"
+HOST = semconv.CINDER_HOST
+CAST_TO = semconv.CINDER_CAST_TO
+ATTEMPT = semconv.SCHEDULER_ATTEMPT
+MAX_ATTEMPTS = semconv.SCHEDULER_MAX_ATTEMPTS
+VOLUME_STATUS = semconv.CINDER_VOLUME_STATUS
+SCHEDULER_RESULT = semconv.SCHEDULER_RESULT
+SCHEDULER_REASON = semconv.SCHEDULER_REASON
+FILTERED_BY = semconv.SCHEDULER_FILTERED_BY
+RESCHEDULED = semconv.VOLUME_RESCHEDULED
+OUTCOME = semconv.CREATE_OUTCOME
+FAILURE = semconv.CREATE_FAILURE
+CAUSE = semconv.CREATE_CAUSE
+ATTEMPTS = semconv.CREATE_ATTEMPTS
+USER_MESSAGE_EVENT = semconv.USER_MESSAGE_EVENT
+MESSAGE_ID = semconv.MESSAGE_ID
+MESSAGE_EVENT_ID = semconv.MESSAGE_EVENT_ID
+MESSAGE_TEXT = semconv.MESSAGE_TEXT
+MESSAGE_LEVEL = semconv.MESSAGE_LEVEL
 
-OUTCOMES = ("available", "error")
-FAILURES = ("no_valid_backend", "driver_error")
-CAUSES = (
-    "capacity",  # CapacityFilter: not enough free space
-    "capabilities",  # CapabilitiesFilter: the type's extra specs match no backend
-    "volume_service_down",  # the scheduler saw cinder-volume down
-    "max_attempts_exceeded",  # driver failures, rescheduled scheduler_max_attempts times
-    "reschedule_disabled",  # a driver failure with scheduler_max_attempts = 1
-    "not_reschedulable",  # a driver failure cinder never reschedules
-)
+OUTCOMES = semconv.ASYNC_OUTCOMES
+FAILURES = semconv.ASYNC_FAILURES
+CAUSES = semconv.ASYNC_CAUSES
 
 # ---- log events (structlog, through each service's logger) -----------------------------
 
-LOG_CREATE_ISSUED = "api.volume_create_issued"  # cinder-api cast the create
-LOG_CAST_DROPPED = "rpc.cast_dropped"  # more creates in flight than max_in_flight
-LOG_BACKEND_SELECTED = "scheduler.backend_selected"
-LOG_FILTER_REJECTED = "scheduler.filter_rejected"
-LOG_SERVICE_DOWN = "scheduler.volume_service_down"
-LOG_PREVIOUS_ATTEMPT = "scheduler.previous_attempt_failed"
-LOG_NO_VALID_BACKEND = "scheduler.no_valid_backend"
-LOG_CREATE_STARTED = "volume.create_started"
-LOG_DRIVER_FAILED = "volume.driver_failed"
-LOG_RESCHEDULED = "volume.rescheduled"
-LOG_CREATE_FAILED = "volume.create_failed"
-LOG_CREATED = "volume.created"
-LOG_MESSAGE_CREATED = "message.created"
-LOG_SETTLED = "create.settled"  # one per create that settles: its whole outcome
-LOG_SERVICE_STOPPED = "service.stopped"
-LOG_SERVICE_STARTED = "service.started"
+LOG_CREATE_ISSUED = semconv.LOG_CREATE_ISSUED
+LOG_CAST_DROPPED = semconv.LOG_CAST_DROPPED
+LOG_BACKEND_SELECTED = semconv.LOG_BACKEND_SELECTED
+LOG_FILTER_REJECTED = semconv.LOG_FILTER_REJECTED
+LOG_SERVICE_DOWN = semconv.LOG_SERVICE_DOWN
+LOG_PREVIOUS_ATTEMPT = semconv.LOG_PREVIOUS_ATTEMPT
+LOG_NO_VALID_BACKEND = semconv.LOG_NO_VALID_BACKEND
+LOG_CREATE_STARTED = semconv.LOG_CREATE_STARTED
+LOG_DRIVER_FAILED = semconv.LOG_DRIVER_FAILED
+LOG_RESCHEDULED = semconv.LOG_RESCHEDULED
+LOG_CREATE_FAILED = semconv.LOG_CREATE_FAILED
+LOG_CREATED = semconv.LOG_CREATED
+LOG_MESSAGE_CREATED = semconv.LOG_MESSAGE_CREATED
+LOG_SETTLED = semconv.LOG_SETTLED
+LOG_SERVICE_STOPPED = semconv.LOG_SERVICE_STOPPED
+LOG_SERVICE_STARTED = semconv.LOG_SERVICE_STARTED
 
 TRACER_NAME = "voltrace.cinder_sim"
 
@@ -272,6 +265,11 @@ class AsyncBackend:
             on_error=self._worker_error,
         )
 
+    @property
+    def traced(self) -> bool:
+        """Whether cinder-scheduler's spans are recorded (the simulator has telemetry)."""
+        return not isinstance(self._scheduler.tracer, trace.NoOpTracer)
+
     # ---- lifecycle ----------------------------------------------------------------------
 
     def start(self, thread_name: str | None = None) -> None:
@@ -323,8 +321,13 @@ class AsyncBackend:
                 LOG_SERVICE_STOPPED, binary=binary, host=self.services.get(binary).host
             )
 
-    def start_service(self, binary: str) -> None:
-        """The service runs again and consumes what waited in its queue, in order."""
+    def start_service(self, binary: str, *, purge: bool = False) -> None:
+        """The service runs again and consumes what waited in its queue, in order.
+
+        ``purge``: its queue is emptied first (``rabbitmqctl purge_queue``), so the creates
+        that waited stay ``creating`` for good; the demo uses it to leave a stuck create
+        stuck, its trace finished, while the next scenario finds every service up.
+        """
         if not self.services.start(binary):
             return
         self._service_logger(binary).info(
@@ -333,7 +336,9 @@ class AsyncBackend:
         with self._lock:
             waiting = list(self._held[binary])
             self._held[binary].clear()
-        for delivery in waiting:
+            if purge:
+                self._in_flight = max(0, self._in_flight - len(waiting))
+        for delivery in [] if purge else waiting:
             self._worker.submit(0.0, delivery)
 
     def free_capacity_gb(self) -> float | None:

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from voltrace import semconv
 from voltrace.cinder_sim.state import DETERMINISTIC_TIME
 
-SCHEDULER = "cinder-scheduler"
-VOLUME = "cinder-volume"
+SCHEDULER = semconv.SCHEDULER_SERVICE
+VOLUME = semconv.VOLUME_SERVICE
 BINARIES = (SCHEDULER, VOLUME)
 
 

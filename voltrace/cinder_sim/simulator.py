@@ -272,9 +272,10 @@ class CinderSimulator:
         """
         self._backend.stop_service(binary, down_for_s=down_for_s)
 
-    def start_service(self, binary: str) -> None:
-        """Start it again: it consumes what waited in its queue."""
-        self._backend.start_service(binary)
+    def start_service(self, binary: str, *, purge: bool = False) -> None:
+        """Start it again: it consumes what waited in its queue (``purge``: drops it, and
+        the creates that waited stay ``creating``)."""
+        self._backend.start_service(binary, purge=purge)
 
     def set_volume_type_extra_specs(self, type_name: str, specs: Mapping[str, str]) -> None:
         self._state.set_extra_specs(type_name, dict(specs))

@@ -4,7 +4,11 @@ Nova answers once cinder-api has cast the create; the volume is then scheduled a
 built asynchronously. The simulator settles each create on one span (attributes
 ``cinder.create.*``) and one log line (``create.settled``); real Cinder under OSProfiler
 only has ``error=True`` spans and a scheduler rpc with no children for "no valid
-backend". A create with Cinder's spans but no settling is reported as stuck.
+backend". A create with Cinder's spans but no settling is reported as stuck, and so is
+one the simulated cinder-api says it cast (``cinder.create.cast_to``) that no scheduler
+span follows. When neither trace nor logs say, ``from_cinder`` asks Cinder itself.
+
+Every name read here is ``voltrace.semconv``'s.
 """
 
 from __future__ import annotations
@@ -17,44 +21,36 @@ from voltrace import semconv
 from voltrace.explain.model import Advice
 from voltrace.traces import Span
 
-
-class names:  # spelled like voltrace.cinder_sim.async_create, which it mirrors
-    """The simulator's names (voltrace.cinder_sim.async_create), copied: explain must not
-    import the simulator, which loads OpenStack client libraries. Candidates for semconv."""
-
-    SCHEDULER_SERVICE = "cinder-scheduler"
-    VOLUME_SERVICE = "cinder-volume"
-    RPC_SPAN = "rpc"
-    OSPROFILER_ERROR = "error"
-    OSPROFILER_ERROR_EVENT = "log"
-    OSPROFILER_ERROR_KIND = "error.kind"
-    VOLUME_ID = "cinder.volume_id"
-    REQUEST_ID = semconv.CINDER_REQUEST_ID
-    HOST = "cinder.host"
-    SCHEDULER_RESULT = "cinder.scheduler.result"
-    OUTCOME = "cinder.create.outcome"
-    FAILURE = "cinder.create.failure"
-    CAUSE = "cinder.create.cause"
-    ATTEMPTS = "cinder.create.attempts"
-    USER_MESSAGE_EVENT = "cinder.user_message"
-    MESSAGE_EVENT_ID = "cinder.message.event_id"
-    MESSAGE_TEXT = "cinder.message.user_message"
-    LOG_MESSAGE_CREATED = "message.created"
-    LOG_SETTLED = "create.settled"
-    LOG_CREATE_ISSUED = "api.volume_create_issued"
-    LOG_BACKEND_SELECTED = "scheduler.backend_selected"
+SCHEDULER_SERVICES = semconv.SCHEDULER_SERVICES
+VOLUME_SERVICES = semconv.VOLUME_SERVICES
+CINDER_SERVICES = SCHEDULER_SERVICES + VOLUME_SERVICES
 
 
-# Real full Cinder's OSProfiler service names, next to the simulator's.
-SCHEDULER_SERVICES = (names.SCHEDULER_SERVICE, "cinder-cinder-scheduler")
-VOLUME_SERVICES = (names.VOLUME_SERVICE, "cinder-cinder-volume")
+def classify_messages(
+    messages: Sequence[dict[str, Any]],
+) -> tuple[str, int, str | None, tuple[str, ...]]:
+    """Cinder's user messages for one volume: failure class, driver attempts, the newest
+    message's text, and the event ids (oldest first)."""
+    ordered = sorted(messages, key=lambda m: str(m.get("created_at") or ""))
+    event_ids = tuple(str(m.get("event_id", "")) for m in ordered)
+    attempts = event_ids.count(semconv.DRIVER_FAILED_EVENT)
+    # After the last reschedule cinder-scheduler also says 001_003 ("Exceeded max scheduling
+    # attempts"): the driver's failures are the cause, so they win.
+    if attempts:
+        failure_class = semconv.DRIVER_ERROR
+    elif semconv.NO_VALID_BACKEND_EVENT in event_ids:
+        failure_class = semconv.NO_VALID_BACKEND
+    else:
+        failure_class = "unknown"
+    user_message = ordered[-1].get("user_message") if ordered else None
+    return failure_class, attempts, None if user_message is None else str(user_message), event_ids
 
 
 @dataclass
 class AfterAnswer:
     """The volume's fate once Nova had answered."""
 
-    outcome: str  # available, error, stuck
+    outcome: str  # available, error, stuck (a service it waits on is down), creating
     failed_service: str | None = None
     failure: str | None = None  # no_valid_backend, driver_error
     cause: str | None = None  # capacity, capabilities, max_attempts_exceeded ...
@@ -63,18 +59,22 @@ class AfterAnswer:
     cinder_request_id: str | None = None
     messages: list[dict[str, str]] = field(default_factory=list)  # event_id, user_message
     advice: Advice | None = None
+    source: str = "trace"  # trace, logs, cinder
+    status: str | None = None  # the volume's status, when Cinder was asked
+    down_since: str | None = None  # when the service it waits on last reported (UTC)
+    down_for_s: float | None = None
+    creating_for_s: float | None = None  # since the volume was created, when still creating
 
-    def sentence(self, http_status: int | None) -> str:
-        answered = f"Nova answered {http_status or '?'}; "
-        if self.outcome == "available":
-            where = f" on {self.host}" if self.host else ""
-            return answered + f"the volume then became available{where}"
-        if self.outcome == "stuck":
-            where = f" (waiting on {self.failed_service})" if self.failed_service else ""
-            return answered + f"the volume is stuck creating{where}"
-        what = (self.failure or "error").replace("_", " ")
-        cause = f" ({self.cause})" if self.cause else ""
-        return answered + f"the volume then failed in {self.failed_service or '?'}: {what}{cause}"
+    @property
+    def host_service(self) -> str | None:
+        """cinder-volume's service host (``host@backend``) from ``host@backend#pool``."""
+        if self.failed_service not in VOLUME_SERVICES or not self.host:
+            return None
+        return self.host.split("#", 1)[0]
+
+    def sentence(self, http_status: int | None = None) -> str:
+        """One line; ``http_status`` None (Cinder asked alone) leaves Nova's answer out."""
+        return _sentence(self, http_status)
 
     def to_json(self) -> dict[str, Any]:
         found = asdict(self)
@@ -84,6 +84,49 @@ class AfterAnswer:
         return found
 
 
+def _sentence(found: AfterAnswer, http_status: int | None) -> str:
+    if found.outcome == "available":
+        where = f" on {found.host}" if found.host else ""
+        what = f"the volume then became available{where}"
+    elif found.outcome == "creating":
+        age = f", {_seconds(found.creating_for_s)} after the create" if found.creating_for_s else ""
+        what = f"the volume is still creating{age}; no service it needs is down"
+    elif found.outcome == "stuck":
+        if found.down_since and found.failed_service:
+            on = f" on {found.host_service}" if found.host_service else ""
+            for_s = f" ({_seconds(found.down_for_s)})" if found.down_for_s is not None else ""
+            what = (
+                f"the volume is stuck in creating: {found.failed_service}{on} "
+                f"down since {found.down_since}{for_s}"
+            )
+        else:
+            on = f" on {found.host_service}" if found.host_service else ""
+            where = f" (waiting on {found.failed_service}{on})" if found.failed_service else ""
+            what = f"the volume is stuck creating{where}"
+    elif found.outcome != "error":  # another status Cinder showed (deleting, ...)
+        what = f"the volume is {found.status or found.outcome}"
+    else:
+        failure = (found.failure or "error").replace("_", " ")
+        if found.failure == semconv.DRIVER_ERROR and found.attempts:
+            failure += f", {found.attempts} attempt{'s' if found.attempts != 1 else ''}"
+        cause = f" ({found.cause})" if found.cause else ""
+        what = f"the volume then failed in {found.failed_service or '?'}: {failure}{cause}"
+    if http_status is None:  # Cinder asked alone: no answer of Nova's to come "then"
+        what = what.replace("the volume then ", "the volume ", 1)
+        return what[0].upper() + what[1:]
+    return f"Nova answered {http_status}; {what}"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "?"
+    if value < 120:
+        return f"{value:.1f} s"
+    if value < 7200:
+        return f"{value / 60:.0f} min"
+    return f"{value / 3600:.1f} h"
+
+
 def _service_of(span: Span) -> str:
     return span.service or ""
 
@@ -91,67 +134,96 @@ def _service_of(span: Span) -> str:
 def from_spans(spans: Iterable[Span], volume_id: str | None = None) -> AfterAnswer | None:
     """The after-the-answer part from a trace's spans, or None when Cinder's services are absent."""
     spans = list(spans)
-    cinder = [s for s in spans if _service_of(s) in SCHEDULER_SERVICES + VOLUME_SERVICES]
+    cinder = [s for s in spans if _service_of(s) in CINDER_SERVICES]
     if volume_id:
-        cinder = [s for s in cinder if s.text(names.VOLUME_ID) in (None, volume_id)]
+        cinder = [s for s in cinder if s.text(semconv.CINDER_VOLUME_ID) in (None, volume_id)]
     if not cinder:
-        return None
+        cast = next(
+            (
+                s
+                for s in spans
+                if s.text(semconv.CINDER_CAST_TO)
+                and (volume_id is None or s.text(semconv.CINDER_VOLUME_ID) == volume_id)
+            ),
+            None,
+        )
+        if cast is None:
+            return None
+        # cinder-api cast it, and no scheduler span followed: nobody consumed the cast.
+        stuck = AfterAnswer(
+            outcome="stuck",
+            failed_service=cast.text(semconv.CINDER_CAST_TO),
+            cinder_request_id=cast.text(semconv.CINDER_REQUEST_ID) or cast.text(semconv.REQUEST_ID),
+        )
+        return explain(stuck)
     found = AfterAnswer(outcome="stuck")
     for span in cinder:
-        found.cinder_request_id = found.cinder_request_id or span.text(names.REQUEST_ID)
+        found.cinder_request_id = found.cinder_request_id or span.text(semconv.CINDER_REQUEST_ID)
         for event in span.events:
-            if event.name == names.USER_MESSAGE_EVENT:
+            if event.name == semconv.USER_MESSAGE_EVENT:
                 found.messages.append(
                     {
-                        "event_id": str(event.attributes.get(names.MESSAGE_EVENT_ID, "")),
-                        "user_message": str(event.attributes.get(names.MESSAGE_TEXT, "")),
+                        "event_id": str(event.attributes.get(semconv.MESSAGE_EVENT_ID, "")),
+                        "user_message": str(event.attributes.get(semconv.MESSAGE_TEXT, "")),
                     }
                 )
-    settling = next((s for s in cinder if s.text(names.OUTCOME)), None)
+    settling = next((s for s in cinder if s.text(semconv.CREATE_OUTCOME)), None)
     if settling is not None:
-        found.outcome = settling.text(names.OUTCOME) or "error"
-        found.failure = settling.text(names.FAILURE)
-        found.cause = settling.text(names.CAUSE)
-        found.attempts = settling.number(names.ATTEMPTS)
-        found.host = settling.text(names.HOST)
-        if found.failure == "no_valid_backend":
-            found.failed_service = names.SCHEDULER_SERVICE
+        found.outcome = settling.text(semconv.CREATE_OUTCOME) or "error"
+        found.failure = settling.text(semconv.CREATE_FAILURE)
+        found.cause = settling.text(semconv.CREATE_CAUSE)
+        found.attempts = settling.number(semconv.CREATE_ATTEMPTS)
+        found.host = settling.text(semconv.CINDER_HOST)
+        if found.failure == semconv.NO_VALID_BACKEND:
+            found.failed_service = semconv.SCHEDULER_SERVICE
         elif found.failure:
-            found.failed_service = names.VOLUME_SERVICE
+            found.failed_service = semconv.VOLUME_SERVICE
     else:
         _real_osprofiler(spans, cinder, found)
     return explain(found)
 
 
+def _is_volume_create(span: Span) -> bool:
+    return (
+        _service_of(span) in VOLUME_SERVICES
+        and span.name == semconv.RPC_SPAN
+        and str(span.text(semconv.OSPROFILER_METHOD) or "").endswith(".create_volume")
+    )
+
+
 def _real_osprofiler(spans: list[Span], cinder: list[Span], found: AfterAnswer) -> None:
     """Real Cinder: error=True spans, or a scheduler rpc with no children (no valid backend)."""
     parents = {s.parent_id for s in spans if s.parent_id}
-    failed = [s for s in cinder if s.flag(names.OSPROFILER_ERROR)]
+    failed = [s for s in cinder if s.flag(semconv.OSPROFILER_ERROR)]
     if failed:
         last = failed[-1]
         found.outcome = "error"
         found.failed_service = _service_of(last)
-        found.failure = "driver_error" if _service_of(last) in VOLUME_SERVICES else "error"
-        event = last.event(names.OSPROFILER_ERROR_EVENT)
+        found.failure = semconv.DRIVER_ERROR if _service_of(last) in VOLUME_SERVICES else "error"
+        # Each failed round is one rpc create_volume of cinder-volume that raised.
+        rounds = [s for s in failed if _is_volume_create(s)]
+        found.attempts = len(rounds) or None
+        event = last.event(semconv.OSPROFILER_ERROR_EVENT)
         if event is not None:
-            found.cause = str(event.attributes.get(names.OSPROFILER_ERROR_KIND) or "") or None
+            kind = str(event.attributes.get(semconv.OSPROFILER_ERROR_KIND) or "")
+            found.cause = kind.rsplit(".", 1)[-1] or None
         return
     lonely = [
         s
         for s in cinder
         if _service_of(s) in SCHEDULER_SERVICES
-        and s.name == names.RPC_SPAN
+        and s.name == semconv.RPC_SPAN
         and s.span_id not in parents
     ]
-    placed = [s for s in lonely if s.text(names.SCHEDULER_RESULT) == "scheduled"]
+    placed = [s for s in lonely if s.text(semconv.SCHEDULER_RESULT) == "scheduled"]
     if placed:
         # Scheduled to a host whose cinder-volume never picked the create up.
-        found.failed_service = names.VOLUME_SERVICE
-        found.host = placed[-1].text(names.HOST)
+        found.failed_service = semconv.VOLUME_SERVICE
+        found.host = placed[-1].text(semconv.CINDER_HOST)
     elif lonely:
         found.outcome = "error"
         found.failed_service = _service_of(lonely[-1])
-        found.failure = "no_valid_backend"
+        found.failure = semconv.NO_VALID_BACKEND
     elif any(_service_of(s) in VOLUME_SERVICES for s in cinder):
         found.outcome = "available"
 
@@ -161,27 +233,24 @@ def from_logs(events: Sequence[dict[str, Any]], request_id: str | None) -> After
     mine = [
         e
         for e in events
-        if e.get("service") in SCHEDULER_SERVICES + VOLUME_SERVICES + ("cinder-api",)
+        if e.get("service") in (*CINDER_SERVICES, semconv.CINDER_API_SERVICE)
         and request_id is not None
         and request_id in (e.get("request_id"), e.get("global_request_id"))
     ]
-    asynchronous = {names.LOG_CREATE_ISSUED, names.LOG_SETTLED}
-    if not any(
-        e.get("event") in asynchronous or e.get("service") in SCHEDULER_SERVICES + VOLUME_SERVICES
-        for e in mine
-    ):
+    asynchronous = {semconv.LOG_CREATE_ISSUED, semconv.LOG_SETTLED}
+    if not any(e.get("event") in asynchronous or e.get("service") in CINDER_SERVICES for e in mine):
         return None  # a Cinder that answers synchronously: nothing happens after the answer
-    found = AfterAnswer(outcome="stuck")
+    found = AfterAnswer(outcome="stuck", source="logs")
     for e in mine:
         found.cinder_request_id = found.cinder_request_id or _text(e.get("request_id"))
-        if e.get("event") == names.LOG_MESSAGE_CREATED:
+        if e.get("event") == semconv.LOG_MESSAGE_CREATED:
             found.messages.append(
                 {
                     "event_id": str(e.get("event_id", "")),
                     "user_message": str(e.get("user_message", "")),
                 }
             )
-    settled = next((e for e in mine if e.get("event") == names.LOG_SETTLED), None)
+    settled = next((e for e in mine if e.get("event") == semconv.LOG_SETTLED), None)
     if settled is not None:
         found.outcome = _text(settled.get("outcome")) or "error"
         found.failed_service = _text(settled.get("failed_service"))
@@ -193,13 +262,13 @@ def from_logs(events: Sequence[dict[str, Any]], request_id: str | None) -> After
         if found.outcome == "available":
             found.failed_service = None
     else:
-        selected = [e for e in mine if e.get("event") == names.LOG_BACKEND_SELECTED]
+        selected = [e for e in mine if e.get("event") == semconv.LOG_BACKEND_SELECTED]
         if selected:
-            found.failed_service = names.VOLUME_SERVICE
+            found.failed_service = semconv.VOLUME_SERVICE
             found.host = _text(selected[-1].get("host"))
         else:
             # cinder-api cast it and no scheduler picked it up.
-            found.failed_service = names.SCHEDULER_SERVICE
+            found.failed_service = semconv.SCHEDULER_SERVICE
     return explain(found)
 
 
@@ -210,15 +279,32 @@ def _text(value: Any) -> str | None:
 def explain(found: AfterAnswer) -> AfterAnswer:
     """The next step for this fate."""
     rid = found.cinder_request_id or "REQUEST_ID"
+    if found.failure == semconv.DRIVER_ERROR:
+        # The driver failed in cinder-volume, even when the scheduler then gave up
+        # rescheduling it ("Exceeded max scheduling attempts"): name where it failed.
+        found.failed_service = semconv.VOLUME_SERVICE
     if found.outcome == "stuck":
         where = found.failed_service or "cinder-scheduler or cinder-volume"
-        on = f" on {found.host}" if found.host else ""
+        on = f" on {found.host_service or found.host}" if (found.host_service or found.host) else ""
+        if found.down_since:
+            text = (
+                f"{where}{on} stopped reporting at {found.down_since}: start it again (or "
+                "find why it hangs); the create waits in its queue and runs once it is back."
+            )
+        else:
+            text = (
+                f"The create was never settled: {where}{on} is down or not consuming its "
+                "queue; find it marked down in the service list."
+            )
+        found.advice = Advice(text, ["openstack volume service list"])
+    elif found.outcome == "creating":
         found.advice = Advice(
-            f"The create was never settled: {where}{on} is down or not consuming its "
-            "queue; find it marked down in the service list.",
-            ["openstack volume service list"],
+            "Still in progress with every service up: a slow backend, or a cast waiting "
+            "in a busy queue; follow it (--follow) and read cinder-volume's log for "
+            f"{rid}.",
+            ["openstack volume service list", f"grep {rid} /var/log/cinder/cinder-volume.log"],
         )
-    elif found.failure == "no_valid_backend":
+    elif found.failure == semconv.NO_VALID_BACKEND:
         found.advice = Advice(
             "No backend could take the volume: check free capacity, the type's extra "
             "specs against the backends' capabilities, and that cinder-volume is up.",

@@ -3,6 +3,11 @@
 Exit status: 0 when creates were shown, 1 when none matched (or the input holds no
 create), 2 when the input cannot be read at all or the options are wrong. Lines that
 cannot be read are skipped and reported on stderr; they never change the status.
+
+``--cinder-url`` asks Cinder itself what became of a volume (``from_cinder``): alone
+with ``--volume-id``, or for the creates Nova answered 200 whose trace and logs do not
+say. Then 0 is a verdict shown, 1 no such volume, 2 Cinder unreachable or the token
+refused (one line on stderr; the token is never printed).
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from voltrace.explain.from_cinder import TOKEN_ENV
 from voltrace.explain.from_logs import LogFileError, LogReader
 from voltrace.explain.from_trace import TraceDiagnoser
 from voltrace.explain.model import Diagnosis
@@ -111,6 +118,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"trace in the text, JSON and HTML (env {JAEGER_URL_ENV})",
     )
     add_color_argument(out)
+    cinder = parser.add_argument_group(
+        "ask Cinder (when the trace and logs do not say what became of the volume)"
+    )
+    cinder.add_argument(
+        "--cinder-url",
+        metavar="URL",
+        help="the project's volumev3 endpoint, e.g. http://cinder:8776/v3/PROJECT "
+        "(or a %%(project_id)s template, or .../v3 with --project-id)",
+    )
+    cinder.add_argument(
+        "--os-token",
+        metavar="TOKEN",
+        default=next((os.environ[n] for n in TOKEN_ENV if os.environ.get(n)), None),
+        help="a Keystone token for that project (env OS_TOKEN or OS_AUTH_TOKEN); never printed",
+    )
+    cinder.add_argument("--volume-id", metavar="ID", help="the volume to ask about")
+    cinder.add_argument("--project-id", metavar="ID", help="the project, for a template URL")
+    cinder.add_argument(
+        "--follow",
+        action="store_true",
+        help="wait until the volume settles (available or error), with a progress line",
+    )
+    cinder.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=float,
+        default=300.0,
+        help="how long --follow waits before saying what it sees (default %(default)g)",
+    )
 
 
 def _count(text: str) -> int:
@@ -256,6 +292,8 @@ def run(args: argparse.Namespace) -> int:
     bad_url = _valid_jaeger_url(args.jaeger_url)
     if bad_url:
         return _fail(bad_url)
+    if args.cinder_url and not args.paths and not args.logs:
+        return _ask_cinder_alone(args)
     if not args.paths and not args.logs:
         return _fail("give trace files, log files or directories (PATH), --logs FILE, or both")
     inputs = classify(args.paths)
@@ -292,6 +330,10 @@ def run(args: argparse.Namespace) -> int:
             print("\n".join(state.summary.render(term)))
         return 0
     chosen = sorted(state.chosen, key=lambda d: d.started_ns)
+    if args.cinder_url:
+        failed = _ask_cinder_for(args, chosen)
+        if failed is not None:
+            return failed
     if args.json:
         for d in chosen:
             print(json.dumps(d.to_json(), separators=(",", ":")))
@@ -308,6 +350,100 @@ def run(args: argparse.Namespace) -> int:
             return _fail(f"cannot write {args.html}: {exc.strerror or exc}")
         print(f"voltrace explain: wrote {escape(args.html)}", file=sys.stderr)
     return 0
+
+
+def _cinder_reader(args: argparse.Namespace, project_id: str | None) -> Any:
+    from voltrace.explain.from_cinder import CinderReader, endpoint_for
+
+    if not args.os_token:
+        raise _CinderOptionError(
+            "--cinder-url needs a token: --os-token TOKEN, or OS_TOKEN / OS_AUTH_TOKEN "
+            "(e.g. export OS_TOKEN=$(openstack token issue -f value -c id))"
+        )
+    if args.timeout <= 0:
+        raise _CinderOptionError("--timeout must be more than 0 seconds")
+    return CinderReader(endpoint_for(args.cinder_url, project_id or args.project_id), args.os_token)
+
+
+class _CinderOptionError(Exception):
+    pass
+
+
+def _progress(volume_id: str, timeout_s: float) -> Any:
+    """One line on stderr, rewritten in place on a TTY, a line per change otherwise."""
+    tty = sys.stderr.isatty()
+    last = [""]
+
+    def show(status: str, waited_s: float) -> None:
+        line = (
+            f"voltrace explain: waiting for volume {volume_id}: {status}, "
+            f"{waited_s:.1f} s of {timeout_s:g} s"
+        )
+        if tty:
+            print("\r" + line, end="", file=sys.stderr, flush=True)
+        elif status != last[0]:
+            print(line, file=sys.stderr, flush=True)
+        last[0] = status
+
+    return show
+
+
+def _ask_cinder_alone(args: argparse.Namespace) -> int:
+    """``--cinder-url`` with ``--volume-id`` and no files: Cinder's view, and the verdict."""
+    from voltrace.explain.from_cinder import CinderError, VolumeNotFound, render_text
+
+    if not args.volume_id:
+        return _fail("--cinder-url without trace or log files needs --volume-id")
+    try:
+        reader = _cinder_reader(args, None)
+        if args.follow:
+            answer, settled = reader.follow(
+                args.volume_id, args.timeout, _progress(args.volume_id, args.timeout)
+            )
+            if sys.stderr.isatty():
+                print(file=sys.stderr)
+            if not settled:
+                answer.notes.append(f"still {answer.volume.get('status')} after {args.timeout:g} s")
+        else:
+            answer = reader.ask(args.volume_id)
+    except VolumeNotFound as exc:
+        print(f"voltrace explain: {escape(str(exc))}", file=sys.stderr)
+        return 1
+    except (CinderError, _CinderOptionError) as exc:
+        return _fail(str(exc))
+    if args.json:
+        print(json.dumps(answer.to_json(), separators=(",", ":")))
+    else:
+        print("\n".join(escape(line) for line in render_text(answer)))
+    return 0
+
+
+def _ask_cinder_for(args: argparse.Namespace, chosen: list[Diagnosis]) -> int | None:
+    """Fill in the fate of each create Nova answered 200 whose files do not hold it."""
+    from voltrace.explain.from_cinder import CinderError, VolumeNotFound
+
+    for d in chosen:
+        fate = d.after_answer
+        if d.failed or not d.volume_id or (fate is not None and fate.outcome != "stuck"):
+            continue
+        if args.volume_id and d.volume_id != args.volume_id:
+            continue
+        try:
+            reader = _cinder_reader(args, d.project_id)
+            if args.follow:
+                answer, _ = reader.follow(
+                    d.volume_id, args.timeout, _progress(d.volume_id, args.timeout)
+                )
+            else:
+                answer = reader.ask(d.volume_id)
+        except VolumeNotFound as exc:
+            d.notes.append(f"asked Cinder: {exc}")
+            continue
+        except (CinderError, _CinderOptionError) as exc:
+            return _fail(str(exc))
+        d.after_answer = answer.found
+        d.notes.append("what became of the volume: asked Cinder (the files do not say)")
+    return None
 
 
 def _warn(text: str) -> None:

@@ -138,6 +138,23 @@ def diagnose_logs(events: Sequence[dict[str, Any]], *, waterfall: bool = False) 
     return advice.explain(d)
 
 
+_CINDER_SERVICES = (
+    semconv.CINDER_API_SERVICE,
+    *semconv.SCHEDULER_SERVICES,
+    *semconv.VOLUME_SERVICES,
+)
+
+
+def _may_settle_later(events: list[dict[str, Any]]) -> bool:
+    """A create Nova answered 200 whose settling line has not been read yet."""
+    finished = events[-1]  # nova-api's request.finished, just read
+    return (
+        finished.get("outcome") == "success"
+        and is_create_line(finished)
+        and not any(e.get("event") == semconv.LOG_SETTLED for e in events)
+    )
+
+
 def _started_ns(finished: dict[str, Any], total: float | None) -> int:
     stamp = finished.get("timestamp")
     if not isinstance(stamp, str):
@@ -179,6 +196,9 @@ class LogReader:
         except OSError as exc:
             raise LogFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
         open_requests: dict[str, list[dict[str, Any]]] = {}
+        # Creates Nova answered 200, held until Cinder's services log how they settled
+        # (their lines come after nova-api's request.finished) or the file ends.
+        settling: dict[str, list[dict[str, Any]]] = {}
         lines = bad = 0
         first_bad = ""
         with handle:
@@ -205,11 +225,27 @@ class LogReader:
                 request_id = event.get("request_id")
                 if not isinstance(request_id, str) or not request_id:
                     continue
+                # Cinder's lines carry cinder's request id, and nova's as the global one.
+                nova_id = event.get("global_request_id")
+                if event.get("service") in _CINDER_SERVICES and isinstance(nova_id, str):
+                    if nova_id in settling:
+                        settling[nova_id].append(event)
+                        if event.get("event") == semconv.LOG_SETTLED:
+                            yield from self._finished(settling.pop(nova_id))
+                        continue
+                    if nova_id in open_requests:
+                        open_requests[nova_id].append(event)
+                        continue
                 events = open_requests.setdefault(request_id, [])
                 events.append(event)
                 if event.get("event") == semconv.REQUEST_FINISHED:
                     del open_requests[request_id]
-                    yield from self._finished(events)
+                    if _may_settle_later(events):
+                        settling[request_id] = events
+                        if len(settling) > MAX_OPEN_REQUESTS:
+                            yield from self._finished(settling.pop(next(iter(settling))))
+                    else:
+                        yield from self._finished(events)
                 elif len(open_requests) > MAX_OPEN_REQUESTS:
                     forgotten = next(iter(open_requests))
                     del open_requests[forgotten]
@@ -218,6 +254,8 @@ class LogReader:
                         f"among the next {MAX_OPEN_REQUESTS} requests, "
                         "skipped"
                     )
+        for events in settling.values():  # never settled in this file: stuck, or no async part
+            yield from self._finished(events)
         for request_id, events in open_requests.items():
             if any(str(e.get("event", "")).startswith("stage.") for e in events):
                 self.problems.append(
@@ -231,7 +269,8 @@ class LogReader:
         return 1 if lines else 0
 
     def _finished(self, events: list[dict[str, Any]]) -> Iterator[Diagnosis]:
-        finished = events[-1]
+        # Cinder's lines of a create that settled later come after nova-api's last one.
+        finished = next(e for e in reversed(events) if e.get("event") == semconv.REQUEST_FINISHED)
         if not is_create_line(finished):
             self.other_requests += 1
             return

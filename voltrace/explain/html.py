@@ -13,14 +13,15 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from voltrace import semconv
 from voltrace.explain.model import Diagnosis
 from voltrace.terminal import WaterfallRow, escape, format_ms
 
 SERVICE_CSS = {
-    "nova-api": "#4e79a7",
-    "cinder-api": "#9c6ade",
-    "cinder-scheduler": "#f28e2b",
-    "cinder-volume": "#59a14f",
+    semconv.NOVA_API_SERVICE: "#4e79a7",
+    semconv.CINDER_API_SERVICE: "#9c6ade",
+    semconv.SCHEDULER_SERVICE: "#f28e2b",
+    semconv.VOLUME_SERVICE: "#59a14f",
 }
 OTHER_CSS = "#76b7b2"
 ERROR_CSS = "#d62728"

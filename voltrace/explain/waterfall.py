@@ -27,6 +27,10 @@ def span_label(span: Span) -> str:
             return f"{span.name} {urlsplit(url).path}"
         except ValueError:
             return f"{span.name} {url}"
+    method = span.text(semconv.OSPROFILER_METHOD)
+    if span.name in (semconv.RPC_SPAN, semconv.DRIVE_SPAN) and method:
+        # OSProfiler's rpc/drive spans say what ran only in their "name" attribute.
+        return f"{span.name} {'.'.join(method.split('.')[-2:])}"
     return span.name
 
 
@@ -40,7 +44,8 @@ def span_rows(trace: Trace, root: Span, d: Diagnosis) -> tuple[list[WaterfallRow
     for span, depth in walked:
         failed = semconv.STAGE in span.attributes and span.name == d.failed_stage
         skipped = span.flag(semconv.STAGE_SKIPPED)
-        status = "error" if span.status == "error" or failed else ("skipped" if skipped else "ok")
+        raised = span.status == "error" or span.flag(semconv.OSPROFILER_ERROR)
+        status = "error" if raised or failed else ("skipped" if skipped else "ok")
         rows.append(
             WaterfallRow(
                 depth=depth,
@@ -66,10 +71,16 @@ def _note(span: Span, root: Span, d: Diagnosis, failed: bool) -> str:
         return status or ""
     if span.kind == "server" and span is not root:
         return span.text("http.response.status_code") or span.text(semconv.ERROR_TYPE) or ""
-    if span.status == "error":
+    if span.status == "error" or span.flag(semconv.OSPROFILER_ERROR):
         error = span.event("exception")
         if error is not None:
             return str(error.attributes.get("exception.type") or "").rsplit(".", 1)[-1]
+        raised = span.event(semconv.OSPROFILER_ERROR_EVENT)
+        if raised is not None:
+            kind = raised.attributes.get(semconv.OSPROFILER_ERROR_KIND)
+            return str(kind or "").rsplit(".", 1)[-1]
+    if span.text(semconv.SCHEDULER_RESULT) == semconv.NO_VALID_BACKEND:
+        return "no valid backend"
     if span.flag(semconv.STAGE_SKIPPED):
         return "skipped"
     if span.text(semconv.decision_attribute("size.source")) == "snapshot":
