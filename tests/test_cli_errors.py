@@ -70,7 +70,7 @@ def test_load_refuses_bad_numbers(value: str) -> None:
 @pytest.mark.parametrize(
     ("flag", "value", "expected"),
     [
-        ("--fault", "volumes.create:status=abc", "'abc'"),
+        ("--fault", "volumes.create:status=abc", "status='abc': expected an integer"),
         ("--fault", "volumes.create", "must look like ROUTE:key=value"),
         ("--fault", "no.such.route:status=500", "unknown route 'no.such.route'"),
         ("--fault", "volumes.create:colour=red", "unknown fault key 'colour'"),

@@ -64,11 +64,16 @@ class Followed:
                         found.extend(metric.data.data_points)
         return found
 
-    def outcomes(self) -> dict[tuple[str, str], int]:
+    def outcome_series(self) -> dict[tuple[str, str], int]:
+        """Every outcome series, zeros included."""
         return {
             (p.attributes["outcome"], p.attributes["failure_class"]): p.value
             for p in self.points("voltrace.volume.async_outcomes")
         }
+
+    def outcomes(self) -> dict[tuple[str, str], int]:
+        """The outcomes that happened."""
+        return {key: value for key, value in self.outcome_series().items() if value}
 
 
 @pytest.fixture
@@ -133,6 +138,8 @@ def test_available_create_is_followed_in_its_own_trace(
     assert span.links[0].context.span_id == server.context.span_id
     assert span.attributes["voltrace.volume.outcome"] == "available"
     assert followed.outcomes() == {("available", "none"): 1}
+    # The other outcomes' series exist at 0 from the start, so rate() sees their first one.
+    assert followed.outcome_series()[("stuck_creating", "stuck_creating")] == 0
     durations = followed.points("voltrace.volume.settle.duration")
     assert [p.attributes["outcome"] for p in durations] == ["available"]
     log = captured.wait_for(

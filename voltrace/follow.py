@@ -49,6 +49,16 @@ from voltrace.state import CreateState
 FOLLOW_SPAN = semconv.FOLLOW_SPAN
 SETTLED_EVENT = semconv.FOLLOW_SETTLED_EVENT
 SETTLE_DURATION = semconv.FOLLOW_SETTLE_DURATION
+# Seconds, from 100 ms to 30 min: a loopback settle takes 0.2-1.5 s, a real backend seconds
+# to minutes, and --follow-timeout (default 300 s) bounds stuck_creating.
+SETTLE_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+INITIAL_OUTCOME_SERIES = (
+    ("available", "none"),
+    ("error", "no_valid_backend"),
+    ("error", "driver_error"),
+    ("error", "unknown"),
+    ("stuck_creating", "stuck_creating"),
+)
 ASYNC_OUTCOMES = semconv.FOLLOW_ASYNC_OUTCOMES
 CREATING = semconv.FOLLOW_CREATING
 FOLLOWS_DROPPED = semconv.FOLLOWS_DROPPED
@@ -119,6 +129,7 @@ class VolumeFollower:
             SETTLE_DURATION,
             unit="s",
             description="From the create's 200 to the volume settling, by outcome",
+            explicit_bucket_boundaries_advisory=SETTLE_BUCKETS_S,
         )
         self.outcomes = meter.create_counter(
             ASYNC_OUTCOMES, description="Followed creates by outcome and failure class"
@@ -135,6 +146,10 @@ class VolumeFollower:
             threading.Thread(target=self._work, name=f"voltrace-follow-{n}", daemon=True)
             for n in range(self.settings.workers)
         ]
+        # Every outcome series exists from the start, at 0: rate() cannot see a counter
+        # series' first increment, so a process's first stuck or failed volume would be lost.
+        for outcome, failure_class in INITIAL_OUTCOME_SERIES:
+            self.outcomes.add(0, {"outcome": outcome, "failure_class": failure_class})
         for thread in self._threads:
             thread.start()
 
@@ -212,8 +227,11 @@ class VolumeFollower:
                 span.set_attribute(semconv.FOLLOW_DOWN_SINCE, settled.down_since or "")
             if settled.outcome != "available":
                 span.set_status(Status(StatusCode.ERROR, settled.failure_class))
-        self.settle_duration.record(duration_s, {"outcome": settled.outcome})
-        self.outcomes.add(1, {"outcome": settled.outcome, "failure_class": settled.failure_class})
+            # Inside the span, so both measurements carry an exemplar linking to this trace.
+            self.settle_duration.record(duration_s, {"outcome": settled.outcome})
+            self.outcomes.add(
+                1, {"outcome": settled.outcome, "failure_class": settled.failure_class}
+            )
         self.logger.info(
             SETTLED_EVENT,
             request_id=job.identity.request_id,

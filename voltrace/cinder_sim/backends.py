@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from voltrace import semconv
+from voltrace.cinder_sim.faults import parse_number
 from voltrace.cinder_sim.state import DETERMINISTIC_TIME
 
 SCHEDULER = semconv.SCHEDULER_SERVICE
@@ -194,9 +195,9 @@ class BackendFault:
             if not eq:
                 raise ValueError(f"backend fault item {item!r} must be key=value")
             if key == "times":
-                kwargs["times"] = int(value)
+                kwargs["times"] = parse_number(key, value, int, "an integer")
             elif key == "delay_s":
-                kwargs["delay_s"] = float(value)
+                kwargs["delay_s"] = parse_number(key, value, float, "a number of seconds")
             else:
                 raise ValueError(f"unknown backend fault key {key!r}")
         return cls(**kwargs)

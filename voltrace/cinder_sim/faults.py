@@ -67,9 +67,9 @@ class Fault:
             if key.startswith("headers."):
                 headers[key.removeprefix("headers.")] = value
             elif key in ("status", "times"):
-                kwargs[key] = int(value)
+                kwargs[key] = parse_number(key, value, int, "an integer")
             elif key == "latency_ms":
-                kwargs[key] = float(value)
+                kwargs[key] = parse_number(key, value, float, "a number of milliseconds")
             elif key == "action":
                 kwargs[key] = value
             elif key == "body":
@@ -170,3 +170,11 @@ class FaultBook:
                     if fault.times <= 0:
                         self._faults.remove(fault)
         return Injection(tuple(taken))
+
+
+def parse_number(key: str, value: str, kind: type, expected: str) -> Any:
+    """``kind(value)``, or a ValueError that names the key and what it takes."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{key}={value!r}: expected {expected}") from None
