@@ -11,6 +11,10 @@ database, which the API paths never read. The socket is bound *before* the app l
 busy port fails at once; the ready file (pid and port) is written only once the app is
 loaded and the socket is accepting.
 
+Under a real WSGI server, :func:`wsgi_app` is the same app as an application factory, e.g.
+gunicorn's ``'nova_host:wsgi_app()'`` with ``$NOVA_HOST_CONFIG_FILE`` and ``$NOVA_HOST_PASTE``
+naming nova.conf and api-paste.ini (and this file's folder on ``PYTHONPATH``).
+
 Also the home of :func:`trusted_identity_filter_factory`, the one stand-in in the pipeline:
 it takes keystonemiddleware ``authtoken``'s place and trusts the identity headers
 (X-User-Id, X-Project-Id, X-Roles, X-Service-Catalog, X-Auth-Token, ...) that authtoken would
@@ -56,6 +60,34 @@ class _QuietHandler(simple_server.WSGIRequestHandler):
         sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
 
+CONFIG_ENV = "NOVA_HOST_CONFIG_FILE"
+PASTE_ENV = "NOVA_HOST_PASTE"
+
+
+def load_app(config_file: str, paste: str) -> Any:
+    """What nova/wsgi/osapi_compute.py does, minus the service record: nova's paste app."""
+    sys.argv = [PROG]
+    from nova import monkey_patch
+
+    monkey_patch.patch(backend="threading")
+
+    from nova import config
+    from oslo_log import log as logging
+    from paste import deploy
+
+    conf = config.CONF
+    config.parse_args([PROG, "--config-file", config_file], default_config_files=[], prog=PROG)
+    logging.setup(conf, "nova")
+    return deploy.loadapp(f"config:{os.path.abspath(paste)}", name="osapi_compute")
+
+
+def wsgi_app() -> Any:
+    """An application factory for WSGI servers: nova's app from ``$NOVA_HOST_CONFIG_FILE``
+    and ``$NOVA_HOST_PASTE`` (loaded where the server calls it: the master under gunicorn's
+    ``--preload``, each worker otherwise)."""
+    return load_app(os.environ[CONFIG_ENV], os.environ[PASTE_ENV])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG)
     parser.add_argument("--config-file", required=True)
@@ -74,20 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 3
 
-    sys.argv = [PROG]
-    from nova import monkey_patch
-
-    monkey_patch.patch(backend="threading")
-
-    from nova import config
-    from oslo_log import log as logging
-    from paste import deploy
-
-    conf = config.CONF
-    config.parse_args([PROG, "--config-file", args.config_file], default_config_files=[], prog=PROG)
-    logging.setup(conf, "nova")
-    app = deploy.loadapp(f"config:{os.path.abspath(args.paste)}", name="osapi_compute")
-    server.set_app(app)
+    server.set_app(load_app(args.config_file, args.paste))
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     partial = f"{args.ready_file}.{os.getpid()}"

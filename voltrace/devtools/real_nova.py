@@ -24,8 +24,9 @@ WSGI server in nova's venv), with two edits:
 
 ``extra_filters`` put more paste filters first in both ``keystone =`` pipelines, and
 ``paste_ini`` replaces the whole file; ``extra_installs`` are more ``pip install`` runs into
-the venv (each with the same constraints), e.g. ``("-e", "/work/main", "--no-deps")``. The
-venv's cache key covers nova's version, the constraints file, the extra installs and Python.
+the venv (each with the same constraints), e.g. ``("-e", "/work/main")``. The venv's cache
+key covers nova's version, the constraints file, the extra installs (and, for a source tree
+among them, its pyproject's dependencies and entry points) and Python.
 
 nova.conf is minimal: ``[cinder] endpoint_template`` when given (otherwise nova looks
 ``volumev3`` up in X-Service-Catalog, its default), ``transport_url = fake://``, in-memory
@@ -52,10 +53,11 @@ import sys
 import tempfile
 import textwrap
 import time
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 NOVA_VERSION = "34.0.0"
 REQUIREMENTS = (f"nova=={NOVA_VERSION}",)
@@ -85,15 +87,37 @@ def _cache_dir() -> Path:
 
 
 def cache_key(extra_installs: Sequence[Sequence[str]] = (), python: str = sys.executable) -> str:
-    """What the venv is built from: nova, the constraints' bytes, the extras, the interpreter."""
+    """What the venv is built from: nova, the constraints' bytes, the extras, the interpreter,
+    and what a local source tree among the extras declares (see :func:`_source_metadata`)."""
     digest = hashlib.sha256()
-    digest.update(
-        json.dumps(
-            [list(REQUIREMENTS), [list(e) for e in extra_installs], os.path.realpath(python)]
-        ).encode()
-    )
+    parts: list[Any] = [
+        list(REQUIREMENTS),
+        [list(e) for e in extra_installs],
+        os.path.realpath(python),
+    ]
+    sources = [m for e in extra_installs for m in map(_source_metadata, e) if m is not None]
+    if sources:  # only then: plain nova's key stays what it always was
+        parts.append(sources)
+    digest.update(json.dumps(parts).encode())
     digest.update(CONSTRAINTS_FILE.read_bytes())
     return digest.hexdigest()[:12]
+
+
+def _source_metadata(arg: str) -> Any:
+    """For a source tree installed from its path (editable or not): its ``[project]``
+    dependencies and entry points, which pip resolved and wrote into the venv at build
+    time. Its code is not in the key: an editable install picks code changes up by itself."""
+    pyproject = Path(arg) / "pyproject.toml"
+    if not pyproject.is_file():
+        return None
+    try:
+        project = tomllib.loads(pyproject.read_text()).get("project", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return pyproject.read_text(errors="replace")
+    return [
+        project.get(key)
+        for key in ("name", "dependencies", "entry-points", "scripts", "requires-python")
+    ]
 
 
 def default_venv(extra_installs: Sequence[Sequence[str]] = ()) -> Path:

@@ -345,23 +345,17 @@ def _prometheus_wanted() -> bool:
 
 
 def _prometheus_reader(port: int) -> Any:
-    """voltrace's exemplar reader on /metrics at 127.0.0.1:``port``, or the plain one.
+    """voltrace's exemplar reader on /metrics at 127.0.0.1:``port``.
 
-    opentelemetry-exporter-prometheus 0.65 (nova 34's constraints) lacks what the exemplar
-    reader builds on: there /metrics comes without exemplars. Only one process can serve the
-    port: under several workers the others go without (OTLP metrics suit them better).
+    It works on opentelemetry-exporter-prometheus 0.65 (nova 34's constraints) and 0.66.
+    Only one process can serve the port: under several workers the others go without
+    (OTLP metrics suit them better).
     """
     from prometheus_client import start_http_server
 
     from voltrace.telemetry.metrics import ExemplarPrometheusMetricReader
 
-    reader: Any
-    try:
-        reader = ExemplarPrometheusMetricReader()
-    except TypeError:
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
-
-        reader = PrometheusMetricReader()
+    reader = ExemplarPrometheusMetricReader()
     try:
         start_http_server(port, addr="127.0.0.1")
     except OSError as exc:

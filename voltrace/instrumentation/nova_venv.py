@@ -1,17 +1,17 @@
 """The real nova 34 venv with voltrace's instrumentation in it (demo, bench and tests share it).
 
 It is ``voltrace.devtools.real_nova``'s venv (nova 34 under OpenStack's upper-constraints for
-that cycle) plus three more ``pip install -c <those constraints>`` runs:
+that cycle) plus two more ``pip install -c <those constraints>`` runs:
 
-1. voltrace from this source checkout, editable and ``--no-deps``: what an operator installs
-   into nova's venv;
-2. :data:`PACKAGES`: what the instrumentation imports, what voltrace's telemetry package
-   still imports at module level, and the loading tools (gunicorn, ``opentelemetry-distro``
-   with OTLP/HTTP for ``opentelemetry-instrument``);
-3. ``tests/support/nova_entry_point``, a package that only declares the
-   ``opentelemetry_instrumentor`` entry point, until voltrace's own pyproject declares it.
+1. voltrace from this source checkout, editable, **with** its dependencies: what an operator
+   installs into nova's venv (pyproject's floors are nova 34's pins, so pip only adds
+   packages; ``tests/test_nova_instrumentation_packaging.py`` checks it). Its
+   ``opentelemetry_instrumentor`` entry point is what ``opentelemetry-instrument`` finds;
+2. :data:`LOADING_PACKAGES`: ``opentelemetry-distro``, which ``opentelemetry-instrument``
+   needs to configure the SDK.
 
-Build it (a minute or two) with::
+The venv's cache key covers the checkout's ``[project]`` dependencies and entry points
+(``real_nova.cache_key``), so changing them rebuilds it. Build it (a couple of minutes) with::
 
     python -m voltrace.instrumentation.nova_venv build
 """
@@ -25,25 +25,8 @@ from pathlib import Path
 
 import voltrace
 
-# What `import voltrace.instrumentation.nova` and instrumenting need (wrapt is nova's own).
-INSTRUMENTATION_PACKAGES = (
-    "opentelemetry-api",
-    "opentelemetry-sdk",
-    "opentelemetry-instrumentation",
-    "opentelemetry-instrumentation-requests",
-    "opentelemetry-instrumentation-wsgi",
-    "wrapt",
-    "structlog",
-)
-# Imported at module level by voltrace/telemetry today (exporters.py, metrics.py).
-TELEMETRY_PACKAGES = (
-    "orjson",
-    "opentelemetry-exporter-otlp-proto-common",
-    "opentelemetry-exporter-prometheus",
-)
-# gunicorn for the fork tests; the distro and OTLP/HTTP for opentelemetry-instrument.
-LOADING_PACKAGES = ("gunicorn", "opentelemetry-distro", "opentelemetry-exporter-otlp-proto-http")
-PACKAGES = (*INSTRUMENTATION_PACKAGES, *TELEMETRY_PACKAGES, *LOADING_PACKAGES)
+# opentelemetry-instrument's SDK configurator (the SDK ships no configurator entry point).
+LOADING_PACKAGES = ("opentelemetry-distro",)
 
 BUILD_COMMAND = "python -m voltrace.instrumentation.nova_venv build"
 
@@ -66,11 +49,7 @@ def source_checkout() -> Path:
 def extra_installs(source: Path | None = None) -> tuple[tuple[str, ...], ...]:
     """real_nova's ``extra_installs`` for the instrumented venv."""
     root = source or source_checkout()
-    return (
-        ("-e", str(root), "--no-deps"),
-        PACKAGES,
-        (str(root / "tests" / "support" / "nova_entry_point"),),
-    )
+    return (("-e", str(root)), LOADING_PACKAGES)
 
 
 FILTER_NAME = "voltrace"

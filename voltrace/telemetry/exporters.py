@@ -23,9 +23,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-from google.protobuf.json_format import MessageToDict
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, StatusCode
@@ -56,6 +53,10 @@ def otlp_json(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
 
 def otlp_json_via_protobuf(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
     """The reference encoding: the SDK's protobuf, then protobuf's JSON mapping."""
+    # Imported here: importing voltrace.telemetry (e.g. inside nova-api) loads no protobuf.
+    from google.protobuf.json_format import MessageToDict
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
     message = MessageToDict(encode_spans(spans), use_integers_for_enums=True)
     _hex_ids(message)
     return message
@@ -193,6 +194,12 @@ def _otlp_json_direct(spans: Sequence[ReadableSpan]) -> dict[str, Any] | None:
         return None
 
 
+def _orjson_dumps() -> Callable[[Any], bytes]:
+    import orjson
+
+    return orjson.dumps
+
+
 class OtlpJsonFileExporter(SpanExporter):
     """Appends one OTLP JSON export request per line; safe to share between providers.
 
@@ -206,14 +213,16 @@ class OtlpJsonFileExporter(SpanExporter):
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - closed in shutdown
+        # orjson: the same compact JSON as json.dumps, several times faster, and this
+        # runs on the exporter thread that competes with requests for the GIL. Imported
+        # by the exporters that use it, not by importing voltrace.telemetry.
+        self._dumps = _orjson_dumps()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        # orjson: the same compact JSON as json.dumps, several times faster, and this
-        # runs on the exporter thread that competes with requests for the GIL.
         try:
-            line = orjson.dumps(otlp_json(spans)) + b"\n"
+            line = self._dumps(otlp_json(spans)) + b"\n"
         except TypeError:  # a string that is not UTF-8: write the cleaned copies instead
-            line = orjson.dumps(otlp_json(exportable(spans))) + b"\n"
+            line = self._dumps(otlp_json(exportable(spans))) + b"\n"
         with self._lock:
             if self._file.closed:
                 return SpanExportResult.FAILURE
@@ -374,6 +383,7 @@ class JaegerFileExporter(SpanExporter):
         self._write_lock = threading.Lock()
         self._traces: OrderedDict[str, _JaegerTrace] = OrderedDict()
         self._bytes = 0
+        self._dumps = _orjson_dumps()
         self._processes: dict[int, tuple[str, bytes]] = {}  # id(resource) -> service, JSON
         self._dirty = False
         self._stop = threading.Event()
@@ -393,7 +403,7 @@ class JaegerFileExporter(SpanExporter):
                 "serviceName": service,
                 "tags": [_jaeger_tag(k, v) for k, v in attrs.items() if k != "service.name"],
             }
-            known = self._processes[id(resource)] = (service, orjson.dumps(process))
+            known = self._processes[id(resource)] = (service, self._dumps(process))
         return known
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -409,9 +419,9 @@ class JaegerFileExporter(SpanExporter):
                 before = trace.size
                 process_id = trace.process_id(service, encoded_process)
                 try:
-                    encoded = orjson.dumps(jaeger_span(span, process_id))
+                    encoded = self._dumps(jaeger_span(span, process_id))
                 except TypeError:  # a string that is not UTF-8
-                    encoded = orjson.dumps(jaeger_span(cleaned_copy(span), process_id))
+                    encoded = self._dumps(jaeger_span(cleaned_copy(span), process_id))
                 # A copy of exactly its length: orjson's own result keeps its whole working
                 # buffer (4 to 32 KiB), five times what the span needs.
                 encoded = memoryview(encoded).tobytes()

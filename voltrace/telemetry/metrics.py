@@ -49,6 +49,8 @@ histogram, 2 Cinder calls); the OpenTelemetry SDK spends some 20-30 µs on each
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import re
 import threading
@@ -56,12 +58,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.exporter.prometheus import PrometheusMetricReader, _CustomCollector, map_unit
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics.export import Histogram, HistogramDataPoint, Metric, Sum
-from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily
-from prometheus_client.samples import Exemplar as PromExemplar
 
 from voltrace import semconv
 
@@ -271,7 +269,14 @@ class VolumeMetrics:
 # ---------------------------------------------------------------------------
 
 
-def _prom_exemplar(exemplar: Any) -> PromExemplar | None:
+# The exporter and prometheus_client are imported when a reader is built, not with this module:
+# VolumeMetrics inside nova-api needs neither.
+
+
+def _prom_exemplar(exemplar: Any) -> Any:
+    """prometheus_client's Exemplar for one OpenTelemetry exemplar, or None (no span)."""
+    from prometheus_client.samples import Exemplar as PromExemplar
+
     if not exemplar.trace_id or not exemplar.span_id:
         return None
     return PromExemplar(
@@ -294,102 +299,155 @@ def _bucket_exemplars(bounds: Sequence[float], exemplars: Sequence[Any]) -> list
 
 
 _log = logging.getLogger(__name__)
-# The exporter's private hooks this module builds on (opentelemetry-exporter-prometheus 0.66;
-# pyproject pins it below 0.67, the next minor, which may rename them).
-_HOOKS = ("_translate_metric", "_collect_data_points", "_resolve_metric_name")
+# The exporter's private hooks this module builds on, and the parameters it passes them by
+# name. opentelemetry-exporter-prometheus 0.65 (nova 34's constraints) and 0.66 both have
+# them; 0.66 added ``resource_attrs`` to the first two and ``resource_attribute_filter`` to
+# the collector, which are passed only where the signature has them. pyproject caps the
+# exporter below 0.67, the next minor, which may rename them.
+_HOOKS = {
+    "_translate_metric": ("metric", "scope_attrs", "metric_family_id_metric_family"),
+    "_collect_data_points": ("scope_attrs",),
+    "_resolve_metric_name": (),
+}
 
 
-class _ExemplarCollector(_CustomCollector):
-    """``_CustomCollector`` that also hands each point's exemplars to prometheus_client."""
+def _parameters(function: Any) -> tuple[str, ...] | None:
+    """``function``'s parameter names, or None when it has no readable signature."""
+    try:
+        return tuple(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return None
 
-    def _translate_metric(
-        self,
-        metric: Metric,
-        scope_attrs: dict[str, Any],
-        resource_attrs: dict[str, Any],
-        metric_family_id_metric_family: dict[str, Any],
-    ) -> None:
-        data = metric.data
-        has_exemplars = isinstance(data, Histogram) or (isinstance(data, Sum) and data.is_monotonic)
-        if has_exemplars and any(p.exemplars for p in data.data_points):
+
+def _hooks_compatible(collector_class: type) -> bool:
+    """Whether ``collector_class`` has every hook, each taking the parameters used."""
+    for hook, needed in _HOOKS.items():
+        function = getattr(collector_class, hook, None)
+        parameters = _parameters(function) if callable(function) else None
+        if parameters is None or not set(needed) <= set(parameters):
+            return False
+    return True
+
+
+@functools.cache
+def _exemplar_classes() -> tuple[type, type]:
+    """``(ExemplarPrometheusMetricReader, _ExemplarCollector)``, built on first use."""
+    from opentelemetry.exporter.prometheus import (
+        PrometheusMetricReader,
+        _CustomCollector,
+        map_unit,
+    )
+    from prometheus_client import REGISTRY
+    from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily
+
+    compatible = _hooks_compatible(_CustomCollector)
+    translate = inspect.signature(_CustomCollector._translate_metric) if compatible else None
+    with_resource = "resource_attrs" in (_parameters(_CustomCollector._collect_data_points) or ())
+    collector_options = set(_parameters(_CustomCollector.__init__) or ())
+
+    class _ExemplarCollector(_CustomCollector):
+        """``_CustomCollector`` that also hands each point's exemplars to prometheus_client."""
+
+        def _translate_metric(self, *args: Any, **kwargs: Any) -> None:
+            # Called positionally by 0.65, by keyword by 0.66: read them by name.
+            assert translate is not None
+            named = translate.bind(self, *args, **kwargs).arguments
+            metric: Metric = named["metric"]
+            data = metric.data
+            has_exemplars = isinstance(data, Histogram) or (
+                isinstance(data, Sum) and data.is_monotonic
+            )
+            if has_exemplars and any(p.exemplars for p in data.data_points):
+                point_args = [named["scope_attrs"]]
+                if with_resource:
+                    point_args.append(named.get("resource_attrs") or {})
+                try:
+                    self._translate_with_exemplars(
+                        metric, point_args, named["metric_family_id_metric_family"]
+                    )
+                    return
+                except Exception:  # a scrape must never fail because of an exemplar
+                    _log.exception("exemplars of %s left out", metric.name)
+            super()._translate_metric(*args, **kwargs)
+
+        def _translate_with_exemplars(
+            self,
+            metric: Metric,
+            point_args: list[dict[str, Any]],
+            metric_family_id_metric_family: dict[str, Any],
+        ) -> None:
+            data = metric.data
+            name = self._resolve_metric_name(metric.name)
+            description = metric.description or ""
+            unit = map_unit(metric.unit or "")
+            label_keys, label_rows, values = self._collect_data_points(data, *point_args)
+            factory = HistogramMetricFamily if isinstance(data, Histogram) else CounterMetricFamily
+            family_id = "|".join((name, description, unit, factory.__name__))
+            family = metric_family_id_metric_family.get(family_id)
+            if family is None:
+                family = factory(name=name, documentation=description, labels=label_keys, unit=unit)
+            rows = len(family.samples)
             try:
-                self._translate_with_exemplars(
-                    metric, scope_attrs, resource_attrs, metric_family_id_metric_family
-                )
+                self._add_points(family, data, label_rows, values)
+            except Exception:
+                del family.samples[rows:]  # leave the family as it was for the fallback
+                raise
+            metric_family_id_metric_family[family_id] = family
+
+        @staticmethod
+        def _add_points(family: Any, data: Any, label_rows: list, values: list) -> None:
+            for point, row, value in zip(data.data_points, label_rows, values, strict=True):
+                if isinstance(point, HistogramDataPoint):
+                    bounds = list(point.explicit_bounds)
+                    slots = _bucket_exemplars(bounds, point.exemplars)
+                    buckets: list[Any] = []
+                    cumulative = 0
+                    for bound, count, exemplar in zip(
+                        [*bounds, "+Inf"], point.bucket_counts, slots, strict=True
+                    ):
+                        cumulative += count
+                        buckets.append((str(bound), cumulative, exemplar))
+                    family.add_metric(row, buckets=buckets, sum_value=point.sum)
+                else:
+                    converted = [e for e in map(_prom_exemplar, point.exemplars) if e is not None]
+                    family.add_metric(row, value, exemplar=converted[-1] if converted else None)
+
+    class ExemplarPrometheusMetricReader(PrometheusMetricReader):
+        """``PrometheusMetricReader`` whose OpenMetrics output carries trace exemplars.
+
+        A drop-in replacement: same names, labels and ``target_info``. The classic
+        text format (``text/plain; version=0.0.4``) has no exemplars, so plain
+        ``curl`` output is unchanged; OpenMetrics scrapers get them.
+        """
+
+        def __init__(self, *, registry: Any = None, **kwargs: Any) -> None:
+            registry = REGISTRY if registry is None else registry
+            super().__init__(registry=registry, **kwargs)
+            if not compatible:
+                _log.warning("opentelemetry-exporter-prometheus changed: serving without exemplars")
                 return
-            except Exception:  # a scrape must never fail because of an exemplar
-                _log.exception("exemplars of %s left out", metric.name)
-        super()._translate_metric(
-            metric, scope_attrs, resource_attrs, metric_family_id_metric_family
-        )
+            registry.unregister(self._collector)
+            options = {
+                "disable_target_info": kwargs.get("disable_target_info", False),
+                "prefix": kwargs.get("prefix", ""),
+                "scope_info_enabled": kwargs.get("scope_info_enabled", True),
+                "resource_attribute_filter": kwargs.get("resource_attribute_filter"),
+            }
+            collector = _ExemplarCollector(
+                **{k: v for k, v in options.items() if k in collector_options}
+            )
+            registry.register(collector)
+            # After register(), which may call collect(); the SDK's own collector does the same.
+            collector._callback = self.collect  # type: ignore[assignment]
+            self._collector = collector
 
-    def _translate_with_exemplars(
-        self,
-        metric: Metric,
-        scope_attrs: dict[str, Any],
-        resource_attrs: dict[str, Any],
-        metric_family_id_metric_family: dict[str, Any],
-    ) -> None:
-        data = metric.data
-        name = self._resolve_metric_name(metric.name)
-        description = metric.description or ""
-        unit = map_unit(metric.unit or "")
-        label_keys, label_rows, values = self._collect_data_points(
-            data, scope_attrs, resource_attrs
-        )
-        factory = HistogramMetricFamily if isinstance(data, Histogram) else CounterMetricFamily
-        family_id = "|".join((name, description, unit, factory.__name__))
-        family = metric_family_id_metric_family.get(family_id)
-        if family is None:
-            family = factory(name=name, documentation=description, labels=label_keys, unit=unit)
-        rows = len(family.samples)
-        try:
-            self._add_points(family, data, label_rows, values)
-        except Exception:
-            del family.samples[rows:]  # leave the family as it was for the fallback
-            raise
-        metric_family_id_metric_family[family_id] = family
-
-    @staticmethod
-    def _add_points(family: Any, data: Any, label_rows: list, values: list) -> None:
-        for point, row, value in zip(data.data_points, label_rows, values, strict=True):
-            if isinstance(point, HistogramDataPoint):
-                bounds = list(point.explicit_bounds)
-                slots = _bucket_exemplars(bounds, point.exemplars)
-                buckets: list[Any] = []
-                cumulative = 0
-                for bound, count, exemplar in zip(
-                    [*bounds, "+Inf"], point.bucket_counts, slots, strict=True
-                ):
-                    cumulative += count
-                    buckets.append((str(bound), cumulative, exemplar))
-                family.add_metric(row, buckets=buckets, sum_value=point.sum)
-            else:
-                converted = [e for e in map(_prom_exemplar, point.exemplars) if e is not None]
-                family.add_metric(row, value, exemplar=converted[-1] if converted else None)
+    return ExemplarPrometheusMetricReader, _ExemplarCollector
 
 
-class ExemplarPrometheusMetricReader(PrometheusMetricReader):
-    """``PrometheusMetricReader`` whose OpenMetrics output carries trace exemplars.
-
-    A drop-in replacement: same names, labels and ``target_info``. The classic
-    text format (``text/plain; version=0.0.4``) has no exemplars, so plain
-    ``curl`` output is unchanged; OpenMetrics scrapers get them.
-    """
-
-    def __init__(self, *, registry: CollectorRegistry = REGISTRY, **kwargs: Any) -> None:
-        super().__init__(registry=registry, **kwargs)
-        if not all(callable(getattr(_CustomCollector, hook, None)) for hook in _HOOKS):
-            _log.warning("opentelemetry-exporter-prometheus changed: serving without exemplars")
-            return
-        registry.unregister(self._collector)
-        collector = _ExemplarCollector(
-            disable_target_info=kwargs.get("disable_target_info", False),
-            prefix=kwargs.get("prefix", ""),
-            scope_info_enabled=kwargs.get("scope_info_enabled", True),
-            resource_attribute_filter=kwargs.get("resource_attribute_filter"),
-        )
-        registry.register(collector)
-        # After register(), which may call collect(); the SDK's own collector does the same.
-        collector._callback = self.collect  # type: ignore[assignment]
-        self._collector = collector
+def __getattr__(name: str) -> Any:
+    """``ExemplarPrometheusMetricReader`` (and its collector), imported as if defined here."""
+    if name == "ExemplarPrometheusMetricReader":
+        return _exemplar_classes()[0]
+    if name == "_ExemplarCollector":
+        return _exemplar_classes()[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
