@@ -44,8 +44,11 @@ BODY = {"size": 1, "display_name": "bench"}
 
 def package_honours_components(package_root: Path) -> bool:
     """Whether that copy of voltrace reads the components knob (else every mode is "all")."""
-    source = package_root / "voltrace" / "telemetry" / "__init__.py"
-    return source.exists() and COMPONENTS_ENV in source.read_text()
+    telemetry = package_root / "voltrace" / "telemetry"
+    return any(
+        source.exists() and COMPONENTS_ENV in source.read_text()
+        for source in (telemetry / "components.py", telemetry / "__init__.py")
+    )
 
 
 def server_env(package_root: Path, extra: dict[str, str]) -> dict[str, str]:

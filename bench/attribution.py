@@ -25,6 +25,8 @@ part to the one before:
     jaeger-file  + the Jaeger JSON file     (instead)
     nova         real nova-api 34, untraced, same simulator (``--real-nova``; its venv is
                  built by ``python -m voltrace.devtools.real_nova build``)
+    baseline     the production configuration run from ``--baseline-root DIR`` (another copy
+                 of the package: the code before a change), same rounds, its own collector
 
 Parts are switched with ``VOLTRACE_TELEMETRY_COMPONENTS`` (a bench-only knob), exporters
 with the usual options. Latency is client-observed wall time; CPU per create is the server
@@ -89,6 +91,7 @@ class Mode:
     telemetry: bool = True
     components: tuple[str, ...] = ALL_COMPONENTS
     exporter: str | None = None
+    baseline_root: bool = False  # run from --baseline-root instead of --package-root
 
 
 def _chain() -> list[Mode]:
@@ -120,7 +123,12 @@ def _chain() -> list[Mode]:
 
 MODES = _chain()
 REAL_NOVA = Mode("nova", "real nova-api 34, untraced", "floor", telemetry=False)
-BY_NAME = {m.name: m for m in [*MODES, REAL_NOVA]}
+# --baseline-root: the production configuration of another copy (the code before a change),
+# in the same interleaved rounds, so before and after are compared on the same machine state.
+BASELINE = Mode(
+    "baseline", "production, --baseline-root copy", "off", exporter="otlp-http", baseline_root=True
+)
+BY_NAME = {m.name: m for m in [*MODES, REAL_NOVA, BASELINE]}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -134,6 +142,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     modes = [m for m in MODES if not args.only or m.name in (*args.only, "floor", "off")]
     if args.real_nova:
         modes.append(REAL_NOVA)
+    baseline_root = Path(args.baseline_root).resolve() if args.baseline_root else None
+    if baseline_root is not None:
+        modes.append(BASELINE)
     workdir = Path(tempfile.mkdtemp(prefix="voltrace-bench-attribution-"))
     procs: list[Any] = []
     with stopping(procs):
@@ -143,6 +154,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "otlp-http": RotelCollector(workdir / "rotel-http"),
             "otlp-grpc": RotelCollector(workdir / "rotel-grpc"),
         }
+        if baseline_root is not None:  # its own collector: each copy's delivery is checked
+            collectors[BASELINE.name] = RotelCollector(workdir / "rotel-baseline")
         for collector in collectors.values():
             collector.workdir.mkdir()
             procs.append(collector.start())
@@ -158,8 +171,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 telemetry=mode.telemetry,
                 components=mode.components,
                 exporters=[mode.exporter] if mode.exporter else [],
-                collector=collectors.get(mode.exporter or ""),
-                package_root=package_root,
+                collector=collectors.get(mode.name, collectors.get(mode.exporter or "")),
+                package_root=(baseline_root if mode.baseline_root else None) or package_root,
                 wait=False,
             )
             procs.append(servers[mode.name])
@@ -301,6 +314,14 @@ def _ratios(stats: dict[str, dict[str, Any]]) -> dict[str, float]:
         ratios["off/nova p50"] = stats["off"]["p50_ms"] / stats["nova"]["p50_ms"]
         if PRODUCTION in stats:
             ratios["on/nova p50"] = stats[PRODUCTION]["p50_ms"] / stats["nova"]["p50_ms"]
+    if BASELINE.name in stats:
+        base, off = stats[BASELINE.name], stats["off"]
+        ratios["baseline on/off p50"] = base["p50_ms"] / off["p50_ms"]
+        ratios["baseline on/off CPU"] = base["cpu_ms"] / off["cpu_ms"]
+        ratios["baseline on/floor p50"] = base["p50_ms"] / stats["floor"]["p50_ms"]
+        if PRODUCTION in stats:
+            ratios["on/baseline p50"] = stats[PRODUCTION]["p50_ms"] / base["p50_ms"]
+            ratios["on/baseline CPU"] = stats[PRODUCTION]["cpu_ms"] / base["cpu_ms"]
     if "metrics" in stats:
         ratios["no-exporter/off p50"] = stats["metrics"]["p50_ms"] / stats["off"]["p50_ms"]
     return ratios
@@ -392,7 +413,7 @@ def print_table(results: dict[str, Any]) -> None:
         plus = ""
         if "plus_p50_ms" in s:
             plus = f"{s['plus_p50_ms']:+.2f}±{s['plus_p50_spread_ms']:.2f}"
-        share = name not in ("floor", "off", "nova") and "plus_p50_ms" in s
+        share = name not in ("floor", "off", "nova", BASELINE.name) and "plus_p50_ms" in s
         print(
             f"{name:<12}{s['what'][:33]:<34}{s['p50_ms']:>7.2f}{s['p90_ms']:>7.2f}{plus:>13}"
             + (f"{s['plus_p90_ms']:>+7.2f}" if "plus_p90_ms" in s else f"{'':>7}")
@@ -448,6 +469,12 @@ def main(argv: list[str] | None = None) -> int:
         "--real-nova",
         action="store_true",
         help="also measure real nova-api 34, untraced, against the simulator",
+    )
+    parser.add_argument(
+        "--baseline-root",
+        metavar="DIR",
+        help="also run the production configuration from this copy of voltrace (mode "
+        "'baseline'; e.g. the code before a change), in the same rounds",
     )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)

@@ -181,11 +181,15 @@ def start_serve(
     logs: bool = True,
     metrics: bool = True,
     extra_args: list[str] | None = None,
+    otlp_protocol: str = "grpc",
+    package_root: Path | None = None,
 ) -> tuple[Proc, dict[str, Path]]:
     """``voltrace serve`` as a real gunicorn process; telemetry fully on or fully off.
 
-    With ``telemetry``, spans go to a traces file and (given ``collector``) over OTLP/gRPC,
-    logs to a JSON file, metrics to a Prometheus reader; the flags switch single parts off.
+    With ``telemetry``, spans go to a traces file and (given ``collector``) over OTLP
+    (``otlp_protocol``: grpc or http/protobuf), logs to a JSON file, metrics to a Prometheus
+    reader; the flags switch single parts off. ``package_root`` runs voltrace from another
+    copy of the package (a patched one), never from the checkout.
     """
     port = free_port()
     log = workdir / f"{name}.log"
@@ -220,17 +224,25 @@ def start_serve(
             args += ["--metrics-port", str(free_port())]
         if collector is not None:
             args.append("--otlp")
+            grpc = otlp_protocol == "grpc"
             env.update(
-                OTEL_EXPORTER_OTLP_ENDPOINT=collector.grpc_endpoint,
-                OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+                OTEL_EXPORTER_OTLP_ENDPOINT=(
+                    collector.grpc_endpoint if grpc else collector.http_endpoint
+                ),
+                OTEL_EXPORTER_OTLP_PROTOCOL=otlp_protocol,
             )
     else:
         args += ["--log-level", "off"]
         env["OTEL_SDK_DISABLED"] = "true"
     args += extra_args or []
+    python_env = _python_env(env)
+    cwd = REPO
+    if package_root is not None:
+        python_env["PYTHONPATH"] = str(package_root) + os.pathsep + python_env["PYTHONPATH"]
+        cwd = workdir  # `python -m` puts the working directory first on sys.path
     with open(log, "ab") as out:
         popen = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, env=_python_env(env), cwd=REPO
+            args, stdout=out, stderr=subprocess.STDOUT, env=python_env, cwd=cwd
         )
     proc = Proc(name, popen, port, log)
     try:

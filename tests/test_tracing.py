@@ -310,3 +310,35 @@ def test_answers_before_the_pipeline_still_get_a_server_span(nova, captured, cas
     assert spans == [server]
     assert server.attributes["voltrace.failed_stage"] == failed_stage
     assert server.attributes["voltrace.failure_class"] == failure_class
+
+
+def test_components_knob_is_bench_only_and_strict(monkeypatch):
+    """Unset, every part runs (what users get); a typo fails loudly instead of silently
+    measuring everything (bench/attribution.py's VOLTRACE_TELEMETRY_COMPONENTS)."""
+    from voltrace.telemetry.components import ALL_COMPONENTS, COMPONENTS_ENV, _components
+
+    monkeypatch.delenv(COMPONENTS_ENV, raising=False)
+    assert _components() == ALL_COMPONENTS
+    monkeypatch.setenv(COMPONENTS_ENV, "none")
+    assert _components() == frozenset()
+    monkeypatch.setenv(COMPONENTS_ENV, "server, stages")
+    assert _components() == {"server", "stages"}
+    monkeypatch.setenv(COMPONENTS_ENV, "server,stage")
+    with pytest.raises(ValueError, match="stage"):
+        _components()
+
+
+def test_otlp_http_is_the_default_protocol(monkeypatch):
+    """Unset, OTLP goes over HTTP with the SDK's own exporter: no gRPC channel to survive
+    gunicorn's fork."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from voltrace.telemetry import otlp_span_exporter
+
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        monkeypatch.delenv(name, raising=False)
+    exporter = otlp_span_exporter()
+    try:
+        assert isinstance(exporter, OTLPSpanExporter)
+    finally:
+        exporter.shutdown()

@@ -62,6 +62,7 @@ from opentelemetry.sdk.trace.export import (
 
 from voltrace import __version__
 from voltrace.telemetry import capture, hygiene
+from voltrace.telemetry.components import COMPONENTS
 from voltrace.telemetry.exporters import (
     JAEGER_FILE_INTERVAL_S,
     JAEGER_FILE_MAX_BYTES,
@@ -223,6 +224,7 @@ class Telemetry:
     ) -> None:
         self.config = config
         self.enabled = not sdk_disabled()
+        self.components = COMPONENTS
         self._shared_exporters: list[SpanExporter] = list(shared_exporters or [])
         hygiene.reload_limits()
         self.dropped_spans = 0
@@ -250,7 +252,11 @@ class Telemetry:
     @classmethod
     def create(cls, config: TelemetryConfig | None = None) -> Telemetry:
         telemetry = cls(config or TelemetryConfig())
-        if telemetry.enabled and telemetry.config.instrument_requests:
+        if (
+            telemetry.enabled
+            and telemetry.config.instrument_requests
+            and "client" in telemetry.components
+        ):
             telemetry._instrument_requests()
         return telemetry
 
@@ -294,7 +300,9 @@ class Telemetry:
         return make_logger(
             stream or sys.stderr,
             fmt=self.config.log_format,
-            level=self.config.log_level if self.config.logs_enabled else "off",
+            level=self.config.log_level
+            if self.config.logs_enabled and "logs" in self.components
+            else "off",
             service=self.service_name,
         )
 
@@ -351,7 +359,7 @@ class Telemetry:
         return provider
 
     def _make_meter_provider(self) -> Any:
-        if not self.enabled:
+        if not self.enabled or "metrics" not in self.components:
             return otel_metrics.NoOpMeterProvider()
         readers: list[MetricReader] = list(self.config.metric_readers)
         names = [

@@ -21,6 +21,7 @@ from voltrace import semconv
 from voltrace.errors import NovaFault
 from voltrace.stages import Stage
 from voltrace.state import CreateState, StageRecord
+from voltrace.telemetry.components import components_of
 from voltrace.telemetry.hygiene import MIN_SECRET_LENGTH, clean_attributes, clean_text
 
 if TYPE_CHECKING:
@@ -97,6 +98,11 @@ def stage_attributes(record: StageRecord, secrets: Sequence[str] = ()) -> dict[s
     return attributes
 
 
+def _stage_tracer(telemetry: Any) -> Any:
+    """The tracer of the pipeline and stage spans (a no-op one when the bench knob says so)."""
+    return telemetry.tracer if "stages" in components_of(telemetry) else trace.NoOpTracer()
+
+
 class StageEmitter:
     """Opens a stage span and, when the stage is over, writes its attributes, log and metrics.
 
@@ -107,7 +113,7 @@ class StageEmitter:
     """
 
     def __init__(self, telemetry: Telemetry) -> None:
-        self.tracer = telemetry.tracer
+        self.tracer = _stage_tracer(telemetry)
         self.logger = telemetry.logger
         self.metrics = telemetry.metrics
 
@@ -205,7 +211,7 @@ class TelemetryObserver:
     """Spans, logs and metrics for one service's pipeline runs."""
 
     def __init__(self, telemetry: Telemetry) -> None:
-        self.tracer = telemetry.tracer
+        self.tracer = _stage_tracer(telemetry)
         self.emitter = StageEmitter(telemetry)
 
     @contextmanager

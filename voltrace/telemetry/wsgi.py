@@ -36,6 +36,7 @@ from voltrace import semconv
 from voltrace.identity import ENV_CONTEXT
 from voltrace.pipeline import OBSERVER_ERRORS
 from voltrace.record import RequestRecord
+from voltrace.telemetry.components import components_of
 from voltrace.telemetry.observer import identity_fields, ids
 
 if TYPE_CHECKING:
@@ -221,6 +222,12 @@ def _outcome(http_status: int) -> str:
 def instrument_app(app: Any, telemetry: Telemetry) -> Any:
     """Wrap a WSGI app in a SERVER span (continuing a caller's trace only if trusted)."""
     hygiene.enforce_sensitive_headers()
+    if "server" not in components_of(telemetry):  # the bench knob: no SERVER span
+        return IncomingTraceContext(
+            app,
+            trust=telemetry.config.trust_incoming_trace_context,
+            forward_baggage=telemetry.config.forward_baggage,
+        )
     return IncomingTraceContext(
         OpenTelemetryMiddleware(
             ServerSpanAnnotator(app, telemetry),
