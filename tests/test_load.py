@@ -185,6 +185,8 @@ def test_prometheus_sees_the_load_and_every_dashboard_query_answers(
             expr = substitute(target["expr"])
             if "cinder_unreachable" in expr or "spans_dropped" in expr or "in_flight" in expr:
                 continue  # not driven by this mix
+            if "voltrace_volume" in expr:
+                continue  # the row after the 200 needs --follow-volumes: test_prometheus.py
             if not stack.prometheus.query(expr):
                 empty.append(title)
         return not empty
