@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -87,3 +88,20 @@ def test_cinder_sim_refuses_a_bad_fault(flag: str, value: str, expected: str) ->
     assert len(errors) == 1, answer.stderr
     assert errors[0].startswith(f"voltrace cinder-sim: error: argument {flag}: "), errors
     assert "listening on" not in answer.stdout
+
+
+def test_main_in_process_gives_the_callers_sigterm_handler_back(capsys):
+    """voltrace.cli.main turns SIGTERM into a clean exit while it runs, and only then: a
+    program (or a test run) calling it in-process keeps its own handler afterwards."""
+    from voltrace.cli import main  # in-process, as a test run or an embedding program calls it
+
+    def mine(*_: object) -> None:
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        assert main(["demo", "--list"]) == 0
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert "plain-create" in capsys.readouterr().out

@@ -75,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _command_in(argv)
     parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
-    # SIGTERM as a clean exit, so `finally` blocks flush telemetry.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    return int(args.func(args) or 0)
+    # SIGTERM as a clean exit, so `finally` blocks flush telemetry; the caller's handler
+    # comes back afterwards (main() also runs in-process, in tests and embedding programs).
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        return int(args.func(args) or 0)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
