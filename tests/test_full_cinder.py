@@ -15,8 +15,17 @@ shared/full-cinder.md's failure table measured it:
 
 "Down" is SIGSTOP, undone by SIGCONT: with PostgreSQL a frozen service holds no lock.
 
-For no valid backend, the driver failures and both services down, ``voltrace explain
---cinder-url`` is also asked, with no trace and no log: its verdict from Cinder alone.
+For every class, ``voltrace explain`` is asked three ways and must agree:
+
+* from Cinder alone (``--cinder-url``, no trace, no log): the reference verdict;
+* from the trace, the collector's spans of that create written as OTLP JSON lines: the
+  same fate (outcome, service, failure, cause, attempts, host) and sentence. Where the
+  trace cannot know (a scheduler rpc with nothing under it: no valid backend, or a frozen
+  cinder-volume; "since when" a service is down) it says so, and trace + ``--cinder-url``
+  gives Cinder's verdict;
+* from voltrace serve's JSON logs: nova-api's lines end at its 200 and real Cinder logs
+  oslo.log text, so the logs alone have no fate (asserted), and logs + ``--cinder-url``
+  give Cinder's verdict.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import contextlib
 import json
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +49,7 @@ from tests.support.full_cinder import (
     full_cinder,
     host,
     post_request_id,
+    write_trace,
 )
 from tests.support.polling import poll
 from tests.support.real_cinder import VoltraceServe, create
@@ -93,31 +103,117 @@ def message(event_id: str, created: Created) -> tuple[str, str, str, str]:
     return event_id, USER_MESSAGES[event_id], "ERROR", created.cinder_request_id
 
 
-def explained(full: FullCinder, created: Created, capsys: Any) -> dict:
-    """``voltrace explain --cinder-url`` with the project's noauth token, from Cinder alone."""
-    token = f"admin:{created.project}"
-    code = main(
-        [
-            "explain",
-            "--cinder-url",
-            full.stack.endpoint_template,
-            "--project-id",
-            created.project,
-            "--os-token",
-            token,
-            "--volume-id",
-            created.volume_id,
-            "--json",
-        ]
-    )
+def cinder_args(full: FullCinder, created: Created) -> list[str]:
+    """``--cinder-url`` and the project's noauth token (admin: sees the volume's host)."""
+    return ["--cinder-url", full.stack.endpoint_template, "--os-token", f"admin:{created.project}"]
+
+
+def explain_json(capsys: Any, *argv: str) -> dict:
+    """``voltrace explain ARGV --json``, in process; its one JSON object."""
+    code = main(["explain", *argv, "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert token not in out + err
-    said = dict(json.loads(out))
+    assert "admin:" not in out + err  # the token is never printed
+    lines = out.splitlines()
+    assert len(lines) == 1, out
+    return dict(json.loads(lines[0]))
+
+
+def explained(full: FullCinder, created: Created, capsys: Any) -> dict:
+    """``voltrace explain --cinder-url`` with the project's noauth token, from Cinder alone."""
+    said = explain_json(
+        capsys,
+        *cinder_args(full, created),
+        "--project-id",
+        created.project,
+        "--volume-id",
+        created.volume_id,
+    )
     # Cinder's own id for the POST, which its user messages carry.
     if said["after_answer"]["messages"]:
         assert said["after_answer"]["cinder_request_id"] == created.cinder_request_id
     return said
+
+
+def from_files(capsys: Any, created: Created, *argv: str) -> dict:
+    """``voltrace explain FILES --request-id <nova's id>``: Nova's 200 for this create."""
+    said = explain_json(capsys, *argv, "--request-id", created.request_id)
+    assert (said["request_id"], said["volume_id"]) == (created.request_id, created.volume_id)
+    assert (said["outcome"], said["http_status"], said["project_id"]) == (
+        "success",
+        200,
+        created.project,
+    )
+    return said
+
+
+def from_trace(
+    full: FullCinder, created: Created, spans: list[dict], tmp_path: Path, capsys: Any, *extra: str
+) -> dict:
+    """explain on the create's trace as the collector got it (nova-api's spans and real
+    Cinder's OSProfiler spans), written as OTLP JSON lines."""
+    path = write_trace(spans, tmp_path / f"trace-{created.request_id}-{len(spans)}.jsonl")
+    said = from_files(capsys, created, str(path), *extra)
+    assert said["source"] == "trace"
+    return said
+
+
+def from_logs(full: FullCinder, created: Created, capsys: Any, *extra: str) -> dict:
+    """explain on voltrace serve's JSON logs (nova-api's lines only: real Cinder logs text)."""
+    said = from_files(capsys, created, "--logs", str(full.log_file), *extra)
+    assert said["source"] == "logs"
+    return said
+
+
+# What makes a verdict: where it settled and why (down_since/down_for_s move with the clock).
+FATE = ("outcome", "failed_service", "failure", "cause", "attempts", "host")
+_FOR_HOW_LONG = re.compile(r" \([0-9.]+ (s|min|h)\)")
+
+
+def agrees(said: dict, cinder_said: dict) -> None:
+    """A diagnosis from files says, after Nova's 200, the fate Cinder's API gives."""
+    after, cinder = said["after_answer"], cinder_said["after_answer"]
+    assert after is not None, said
+    assert {k: after[k] for k in FATE} == {k: cinder[k] for k in FATE}
+    if after["source"] != "cinder" and after["outcome"] == "stuck":
+        return  # since when the service is down is in os-services only, not in a trace
+    # The same sentence, but for "Nova answered 200; … then" (Cinder asked alone has no 200).
+    verdict = after["verdict"].removeprefix("Nova answered 200; ")
+    verdict = verdict.replace("the volume then ", "the volume ", 1)
+    assert _FOR_HOW_LONG.sub("", verdict[0].upper() + verdict[1:]) == _FOR_HOW_LONG.sub(
+        "", cinder_said["verdict"]
+    )
+
+
+def assert_explains(
+    full: FullCinder,
+    created: Created,
+    spans: list[dict],
+    tmp_path: Path,
+    capsys: Any,
+    cinder_said: dict,
+    *,
+    trace_is_sure: bool = True,
+) -> None:
+    """explain from the trace and from the logs gives the verdict explain gets from Cinder.
+
+    The trace alone settles it (``trace_is_sure``), or says it cannot (a scheduler ``rpc``
+    with no cinder-volume span under it: OSProfiler hides the scheduler's result), and then
+    ``--cinder-url`` asks Cinder. nova-api's logs alone never know the fate past the 200
+    (real Cinder's services write oslo.log text, not voltrace's JSON), so explain on them
+    asks Cinder for it.
+    """
+    said = from_trace(full, created, spans, tmp_path, capsys)
+    assert said["after_answer"]["certain"] is trace_is_sure
+    if trace_is_sure:
+        agrees(said, cinder_said)
+    else:
+        assert any("--cinder-url asks Cinder" in note for note in said["notes"]), said["notes"]
+    asked = from_trace(full, created, spans, tmp_path, capsys, *cinder_args(full, created))
+    agrees(asked, cinder_said)
+    logs_alone = from_logs(full, created, capsys)
+    assert logs_alone["after_answer"] is None  # nova's lines end at its 200
+    agrees(from_logs(full, created, capsys, *cinder_args(full, created)), cinder_said)
 
 
 # -- the trace -----------------------------------------------------------------------------
@@ -216,10 +312,12 @@ def failed_round(next_round: list) -> list:
     )
 
 
-def assert_trace(full: FullCinder, created: Created, cinder_post: list) -> None:
-    """The collector gets the whole joined tree (services export one span at a time)."""
-    expected = joined_trace(created, cinder_post)
-    actual: list[Any] = []
+def traced(
+    full: FullCinder, created: Created, until: Callable[[list[dict], dict], bool], what: str
+) -> list[dict]:
+    """The collector's spans of the create's trace once ``until(spans, nova_root)`` holds
+    (or, at the timeout, what had arrived)."""
+    found: list[dict] = []
 
     def arrived() -> bool:
         spans = full.collector.spans()
@@ -235,31 +333,55 @@ def assert_trace(full: FullCinder, created: Created, cinder_post: list) -> None:
         )
         if root is None:
             return False
-        in_trace = [s for s in spans if s["trace_id"] == root["trace_id"]]
-        actual[:] = tree(in_trace, root)
-        return actual == expected
+        found[:] = [root, *(s for s in spans if s["trace_id"] == root["trace_id"] and s != root)]
+        return until(found, root)
 
-    with contextlib.suppress(TimeoutError):  # the comparison below shows what arrived
-        poll(arrived, 20, f"the joined trace of {created.request_id}")
-    assert actual == expected
+    with contextlib.suppress(TimeoutError):  # the caller's assertion shows what arrived
+        poll(arrived, 20, f"{what} of {created.request_id}")
+    return found
+
+
+def has_span(service: str, name: str) -> Callable[[list[dict], dict], bool]:
+    """``until`` for :func:`traced`: a span of ``service`` named ``name`` (or prefixed)."""
+    return lambda spans, _root: any(
+        s["resource"].get("service.name") == service and s["name"].startswith(name) for s in spans
+    )
+
+
+def assert_trace(full: FullCinder, created: Created, cinder_post: list) -> list[dict]:
+    """The collector gets the whole joined tree (services export one span at a time);
+    returns the trace's spans."""
+    expected = joined_trace(created, cinder_post)
+    spans = traced(
+        full, created, lambda spans, root: tree(spans, root) == expected, "the joined trace"
+    )
+    assert spans, f"no trace of {created.request_id}"
+    assert tree(spans, spans[0]) == expected
     assert created.response.json()["volume"]["status"] == "creating"  # Nova's 200 said so
+    return spans
 
 
 # -- the failure table, one test per class ---------------------------------------------------
 
 
-def test_available(cinder):
-    """creating → available on the fake pool; no messages; api → scheduler → volume → drive."""
+def test_available(cinder, capsys, tmp_path):
+    """creating → available on the fake pool; no messages; api → scheduler → volume → drive;
+    explain from the trace, the logs and Cinder: available on the pool."""
     created = create_through_nova(cinder, {"size": 1})
     volume = follow(cinder.stack, created)
     assert (created.statuses, host(volume)) == (["creating", "available"], POOL)
     assert messages(cinder, created) == []
     assert cinder.stack.service_states() == {"cinder-scheduler": "up", "cinder-volume": "up"}
-    assert_trace(cinder, created, wsgi_post(created, scheduler_rpc(volume_rpc(driver_create()))))
+    spans = assert_trace(
+        cinder, created, wsgi_post(created, scheduler_rpc(volume_rpc(driver_create())))
+    )
+    said = explained(cinder, created, capsys)
+    assert said["verdict"] == f"The volume became available on {POOL}"
+    assert_explains(cinder, created, spans, tmp_path, capsys, said)
 
 
 @pytest.mark.parametrize("why", ["extra_spec", "capacity"])
-def test_no_valid_backend(cinder, why, capsys):
+def test_no_valid_backend(cinder, why, capsys, tmp_path):
     """A type whose backend name matches no pool, or a size over the pool's capacity:
     creating → error, never placed, one 001_003; only the scheduler ran (no error raised)."""
     if why == "extra_spec":
@@ -276,10 +398,14 @@ def test_no_valid_backend(cinder, why, capsys):
     said = explained(cinder, created, capsys)
     assert said["verdict"] == "The volume failed in cinder-scheduler: no valid backend"
     assert "cinder get-pools --detail" in said["after_answer"]["commands"]
-    assert_trace(cinder, created, wsgi_post(created, scheduler_rpc()))
+    spans = assert_trace(cinder, created, wsgi_post(created, scheduler_rpc()))
+    # The trace's guess (a scheduler rpc with nothing under it) is right, and says it guesses.
+    assert_explains(cinder, created, spans, tmp_path, capsys, said, trace_is_sure=False)
+    guessed = from_trace(cinder, created, spans, tmp_path, capsys)
+    agrees(guessed, said)
 
 
-def test_driver_failure_is_rescheduled_then_no_valid_backend(cinder, capsys):
+def test_driver_failure_is_rescheduled_then_no_valid_backend(cinder, capsys, tmp_path):
     """VolumeBackendAPIException: three attempts on the same host (3 times 008_012), then the
     scheduler gives up (001_003, host cleared); 3 nested rounds in one trace."""
     created = create_through_nova(cinder, {"size": 1, "metadata": {"fault": "backend"}})
@@ -297,10 +423,15 @@ def test_driver_failure_is_rescheduled_then_no_valid_backend(cinder, capsys):
     attempts = scheduler_rpc()
     for _ in range(3):
         attempts = scheduler_rpc(failed_round(attempts))
-    assert_trace(cinder, created, wsgi_post(created, attempts))
+    spans = assert_trace(cinder, created, wsgi_post(created, attempts))
+    # Three failed volume rounds, the last cast back to a scheduler that placed it nowhere.
+    assert_explains(cinder, created, spans, tmp_path, capsys, said)
+    assert from_trace(cinder, created, spans, tmp_path, capsys)["after_answer"]["error_type"] == (
+        BACKEND_ERROR
+    )
 
 
-def test_non_reschedulable_driver_failure(cinder, capsys):
+def test_non_reschedulable_driver_failure(cinder, capsys, tmp_path):
     """MetadataUpdateFailure is in no_reschedule_types: error on the host, one 008_012."""
     created = create_through_nova(cinder, {"size": 1, "metadata": {"fault": "noresched"}})
     volume = follow(cinder.stack, created)
@@ -309,7 +440,7 @@ def test_non_reschedulable_driver_failure(cinder, capsys):
     said = explained(cinder, created, capsys)
     assert said["verdict"] == "The volume failed in cinder-volume: driver error, 1 attempt"
     assert said["host"] == POOL
-    assert_trace(
+    spans = assert_trace(
         cinder,
         created,
         wsgi_post(
@@ -319,9 +450,14 @@ def test_non_reschedulable_driver_failure(cinder, capsys):
             ),
         ),
     )
+    # The host comes from the volume manager's arguments, as OSProfiler recorded them.
+    assert_explains(cinder, created, spans, tmp_path, capsys, said)
+    assert from_trace(cinder, created, spans, tmp_path, capsys)["after_answer"]["error_type"] == (
+        NO_RESCHEDULE_ERROR
+    )
 
 
-def test_scheduler_down_leaves_creating_until_it_returns(cinder, capsys):
+def test_scheduler_down_leaves_creating_until_it_returns(cinder, capsys, tmp_path):
     """A frozen scheduler: the cast waits in its queue, the volume stays creating with no
     host while os-services says the scheduler is down; after SIGCONT it becomes available."""
     stack = cinder.stack
@@ -342,15 +478,29 @@ def test_scheduler_down_leaves_creating_until_it_returns(cinder, capsys):
             "The volume is stuck in creating: cinder-scheduler down since 20"
         )
         assert said["after_answer"]["down_for_s"] >= 0
+        # The trace so far: cinder-api's POST and no scheduler span under it. It says stuck,
+        # waiting on cinder-scheduler; only Cinder knows since when.
+        spans = traced(cinder, created, has_span(API, "WSGI_POST_"), "cinder-api's POST")
+        assert not has_span(SCHEDULER, "rpc")(spans, spans[0])
+        alone = from_trace(cinder, created, spans, tmp_path, capsys)
+        assert alone["after_answer"]["verdict"] == (
+            "Nova answered 200; the volume is stuck creating (waiting on cinder-scheduler)"
+        )
+        assert_explains(cinder, created, spans, tmp_path, capsys, said)
     finally:
         stack.thaw("cinder-scheduler")
     volume = follow(stack, created)
     assert (created.statuses, host(volume)) == (["creating", "available"], POOL)
     assert messages(cinder, created) == []
-    assert_trace(cinder, created, wsgi_post(created, scheduler_rpc(volume_rpc(driver_create()))))
+    spans = assert_trace(
+        cinder, created, wsgi_post(created, scheduler_rpc(volume_rpc(driver_create())))
+    )
+    said = explained(cinder, created, capsys)
+    assert said["verdict"] == f"The volume became available on {POOL}"
+    assert_explains(cinder, created, spans, tmp_path, capsys, said)
 
 
-def test_volume_service_down_stuck_then_no_valid_backend(cinder, capsys):
+def test_volume_service_down_stuck_then_no_valid_backend(cinder, capsys, tmp_path):
     """A frozen cinder-volume: a create sent at once is placed (host set) and stays
     creating; once os-services shows it down, the next create fails in the scheduler
     (001_003). After SIGCONT the queued cast is consumed: the first becomes available."""
@@ -378,24 +528,36 @@ def test_volume_service_down_stuck_then_no_valid_backend(cinder, capsys):
             f"The volume is stuck in creating: cinder-volume on {service_host} down since 20"
         )
         assert said["after_answer"]["commands"] == ["openstack volume service list"]
+        # The trace so far ends at the scheduler's rpc, as for no valid backend: the trace
+        # alone cannot tell them apart, says so, and --cinder-url settles it.
+        spans = traced(cinder, stuck, has_span(SCHEDULER, "rpc"), "the scheduler's rpc")
+        assert not has_span(VOLUME, "rpc")(spans, spans[0])
+        assert_explains(cinder, stuck, spans, tmp_path, capsys, said, trace_is_sure=False)
 
         after_down = create_through_nova(cinder, {"size": 1})
         volume = follow(stack, after_down)
         assert (after_down.statuses, host(volume)) == (["creating", "error"], None)
         assert messages(cinder, after_down) == [message(NO_VALID_BACKEND, after_down)]
-        said = explained(cinder, after_down, capsys)
-        assert said["verdict"] == "The volume failed in cinder-scheduler: no valid backend"
+        down_said = explained(cinder, after_down, capsys)
+        assert down_said["verdict"] == "The volume failed in cinder-scheduler: no valid backend"
         assert stack.get_volume(stuck.project, stuck.volume_id)["status"] == "creating"
         assert stack.service_states() == {"cinder-scheduler": "up", "cinder-volume": "down"}
     finally:
         stack.thaw("cinder-volume")
     volume = follow(stack, stuck)
     assert (stuck.statuses, host(volume)) == (["creating", "available"], POOL)
-    assert_trace(cinder, after_down, wsgi_post(after_down, scheduler_rpc()))
-    assert_trace(cinder, stuck, wsgi_post(stuck, scheduler_rpc(volume_rpc(driver_create()))))
+    spans = assert_trace(cinder, after_down, wsgi_post(after_down, scheduler_rpc()))
+    assert_explains(cinder, after_down, spans, tmp_path, capsys, down_said, trace_is_sure=False)
+    agrees(from_trace(cinder, after_down, spans, tmp_path, capsys), down_said)
+    spans = assert_trace(
+        cinder, stuck, wsgi_post(stuck, scheduler_rpc(volume_rpc(driver_create())))
+    )
+    said = explained(cinder, stuck, capsys)
+    assert said["verdict"] == f"The volume became available on {POOL}"
+    assert_explains(cinder, stuck, spans, tmp_path, capsys, said)
 
 
-def test_slow_backend_stays_creating_on_its_host_then_available(cinder, capsys):
+def test_slow_backend_stays_creating_on_its_host_then_available(cinder, capsys, tmp_path):
     """The driver sleeps (sleep_s): creating with the host set while it works, then
     available; all services up throughout, no messages."""
     created = create_through_nova(cinder, {"size": 1, "metadata": {"sleep_s": "2"}})
@@ -430,7 +592,12 @@ def test_slow_backend_stays_creating_on_its_host_then_available(cinder, capsys):
     volume = follow(cinder.stack, created)
     assert (created.statuses, host(volume)) == (["creating", "available"], POOL)
     assert messages(cinder, created) == []
-    assert_trace(cinder, created, wsgi_post(created, scheduler_rpc(volume_rpc(driver_create()))))
+    spans = assert_trace(
+        cinder, created, wsgi_post(created, scheduler_rpc(volume_rpc(driver_create())))
+    )
+    said = explained(cinder, created, capsys)
+    assert said["verdict"] == f"The volume became available on {POOL}"
+    assert_explains(cinder, created, spans, tmp_path, capsys, said)
 
 
 # -- when it cannot start -------------------------------------------------------------------

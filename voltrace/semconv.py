@@ -343,6 +343,9 @@ OSPROFILER_ERROR = "error"  # True where the method raised ...
 OSPROFILER_ERROR_EVENT = "log"  # ... with this event ...
 OSPROFILER_ERROR_KIND = "error.kind"  # ... naming the exception class ...
 OSPROFILER_ERROR_MESSAGE = "message"  # ... and its message
+OSPROFILER_KWARGS = "kwargs"  # the traced method's keyword arguments, as text (repr)
+OSPROFILER_HTTP_METHOD = "http.method"  # on WSGI_<METHOD>_<path> spans (cinder-api)
+OSPROFILER_HTTP_PATH = "http.path"
 
 # What the simulator adds (cinder.*): what happened, on the span where it happened.
 CINDER_VOLUME_ID = "cinder.volume_id"

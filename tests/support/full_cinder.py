@@ -18,6 +18,7 @@ command that installs it, and fails under ``CI=true``; a failure to start fails 
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -105,6 +106,7 @@ class FullCinder:
     stack: CinderStack
     nova: VoltraceServe
     started_in_s: float
+    log_file: Path  # voltrace serve's JSON logs (--log-format json)
 
     @property
     def collector(self) -> Any:
@@ -125,6 +127,7 @@ class FullCinder:
 def full_cinder(workdir: Path) -> Iterator[FullCinder]:
     """The session's complete Cinder with the OSProfiler bridge, and voltrace in front."""
     started = time.monotonic()
+    log_file = workdir / "voltrace.jsonl"
     with full_cinder_base(workdir) as base:
         stack = base.stack(capacity_gb=CAPACITY_GB)
         try:
@@ -139,13 +142,13 @@ def full_cinder(workdir: Path) -> Iterator[FullCinder]:
                     "OTEL_BSP_SCHEDULE_DELAY": "50",
                 },
                 "--log-file",
-                str(workdir / "voltrace.jsonl"),
+                str(log_file),
                 "--log-format",
                 "json",
             )
             try:
                 nova.wait_until_serving(timeout=60)
-                yield FullCinder(base, stack, nova, time.monotonic() - started)
+                yield FullCinder(base, stack, nova, time.monotonic() - started, log_file)
             finally:
                 nova.stop()
         finally:
@@ -227,3 +230,59 @@ def follow(
 def host(volume: dict) -> str | None:
     """Where the scheduler placed it (admin-only attribute; None until scheduled)."""
     return volume.get("os-vol-host-attr:host")
+
+
+# -- the collector's spans as a file explain reads -------------------------------------------
+
+
+def _any_value(value: Any) -> dict[str, Any]:
+    """A JSON value of the collector's output as an OTLP JSON ``AnyValue``."""
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    if isinstance(value, list):
+        return {"arrayValue": {"values": [_any_value(v) for v in value]}}
+    if isinstance(value, dict):
+        return {"kvlistValue": {"values": _key_values(value)}}
+    return {"stringValue": "" if value is None else str(value)}
+
+
+def _key_values(attributes: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"key": k, "value": _any_value(v)} for k, v in attributes.items()]
+
+
+def otlp_json_line(span: dict[str, Any]) -> str:
+    """One span of the collector's output (tests/support/rotel_processor.py) as an OTLP JSON
+    ``ExportTraceServiceRequest`` line, the format of ``voltrace serve --traces-file`` and
+    of an OpenTelemetry Collector's file exporter. Times are 0 when the processor does not
+    write them (``start_time_unix_nano``...): explain's verdicts come from the tree."""
+    raw = {
+        "traceId": span["trace_id"],
+        "spanId": span["span_id"],
+        "parentSpanId": span["parent_span_id"],
+        "name": span["name"],
+        "kind": span["kind"],
+        "startTimeUnixNano": str(span.get("start_time_unix_nano", 0)),
+        "endTimeUnixNano": str(span.get("end_time_unix_nano", 0)),
+        "attributes": _key_values(span["attributes"]),
+        "events": [
+            {
+                "name": e["name"],
+                "timeUnixNano": str(e.get("time_unix_nano", 0)),
+                "attributes": _key_values(e["attributes"]),
+            }
+            for e in span.get("events", [])
+        ],
+        "status": {"code": span["status_code"], "message": span["status_message"]},
+    }
+    resource = {"attributes": _key_values(span["resource"])}
+    return json.dumps({"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": [raw]}]}]})
+
+
+def write_trace(spans: list[dict[str, Any]], path: Path) -> Path:
+    """``spans`` (the collector's, of one trace) as an OTLP JSON lines file at ``path``."""
+    path.write_text("".join(otlp_json_line(s) + "\n" for s in spans))
+    return path

@@ -40,13 +40,19 @@ def process_spans(resource_spans):
                     {
                         "resource": resource,
                         "name": span.name,
+                        "start_time_unix_nano": span.start_time_unix_nano,
+                        "end_time_unix_nano": span.end_time_unix_nano,
                         "kind": span.kind,
                         "trace_id": bytes(span.trace_id).hex(),
                         "span_id": bytes(span.span_id).hex(),
                         "parent_span_id": bytes(span.parent_span_id).hex(),
                         "attributes": _attributes(span.attributes),
                         "events": [
-                            {"name": event.name, "attributes": _attributes(event.attributes)}
+                            {
+                                "name": event.name,
+                                "time_unix_nano": event.time_unix_nano,
+                                "attributes": _attributes(event.attributes),
+                            }
                             for event in span.events
                         ],
                         "status_code": span.status.code if span.status else 0,

@@ -2,17 +2,23 @@
 
 Nova answers once cinder-api has cast the create; the volume is then scheduled and
 built asynchronously. The simulator settles each create on one span (attributes
-``cinder.create.*``) and one log line (``create.settled``); real Cinder under OSProfiler
-only has ``error=True`` spans and a scheduler rpc with no children for "no valid
-backend". A create with Cinder's spans but no settling is reported as stuck, and so is
-one the simulated cinder-api says it cast (``cinder.create.cast_to``) that no scheduler
-span follows. When neither trace nor logs say, ``from_cinder`` asks Cinder itself.
+``cinder.create.*``) and one log line (``create.settled``). Real Cinder under OSProfiler
+has no such span: its ``rpc create_volume`` rounds say it, parent to child (api
+``WSGI_POST`` → scheduler → volume, ``error=True`` where the driver raised, → scheduler
+again when rescheduled), and the volume manager's recorded arguments name the host. A
+scheduler rpc with nothing under it is "no valid backend" *or* a cinder-volume that has
+not run the create: OSProfiler hides the scheduler's result, so that verdict is marked
+``certain=False`` and ``--cinder-url`` asks Cinder. A create with Cinder's spans but no
+settling is reported as stuck, and so is one cinder-api accepted (the simulator's
+``cinder.create.cast_to``, real Cinder's ``WSGI_POST``) that no scheduler span follows.
+When neither trace nor logs say, ``from_cinder`` asks Cinder itself.
 
 Every name read here is ``voltrace.semconv``'s.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -64,6 +70,10 @@ class AfterAnswer:
     down_since: str | None = None  # when the service it waits on last reported (UTC)
     down_for_s: float | None = None
     creating_for_s: float | None = None  # since the volume was created, when still creating
+    error_type: str | None = None  # the exception the driver raised (from the trace)
+    # False when the trace cannot tell (OSProfiler hides the scheduler's result): then
+    # --cinder-url asks Cinder, as for a volume still creating.
+    certain: bool = True
 
     @property
     def host_service(self) -> str | None:
@@ -138,6 +148,11 @@ def from_spans(spans: Iterable[Span], volume_id: str | None = None) -> AfterAnsw
     if volume_id:
         cinder = [s for s in cinder if s.text(semconv.CINDER_VOLUME_ID) in (None, volume_id)]
     if not cinder:
+        post = next((s for s in spans if _is_create_post(s)), None)
+        if post is not None:
+            # Real cinder-api accepted it and no scheduler span followed (yet): the cast
+            # waits in cinder-scheduler's queue, or its spans are still on their way.
+            return explain(AfterAnswer(outcome="stuck", failed_service=semconv.SCHEDULER_SERVICE))
         cast = next(
             (
                 s
@@ -183,38 +198,108 @@ def from_spans(spans: Iterable[Span], volume_id: str | None = None) -> AfterAnsw
     return explain(found)
 
 
-def _is_volume_create(span: Span) -> bool:
+def _rpc(span: Span, services: tuple[str, ...]) -> bool:
+    """A manager's ``rpc`` span of ``create_volume`` in one of ``services``."""
     return (
-        _service_of(span) in VOLUME_SERVICES
+        _service_of(span) in services
         and span.name == semconv.RPC_SPAN
         and str(span.text(semconv.OSPROFILER_METHOD) or "").endswith(".create_volume")
     )
 
 
+def _binary(span: Span) -> str:
+    """The service's binary (``cinder-scheduler``), also for OSProfiler's ``cinder-cinder-…``."""
+    service = _service_of(span)
+    if service in SCHEDULER_SERVICES:
+        return semconv.SCHEDULER_SERVICE
+    if service in VOLUME_SERVICES:
+        return semconv.VOLUME_SERVICE
+    return service
+
+
+# OSProfiler records each traced method's arguments as text (``kwargs``); the volume
+# manager's holds the Volume object, whose repr names the host the scheduler chose.
+_VOLUME_HOST = re.compile(r"(?<![\w'])host='([^']+)'")
+
+
+def _host(span: Span) -> str | None:
+    found = span.text(semconv.CINDER_HOST)
+    if found:
+        return found
+    match = _VOLUME_HOST.search(str(span.text(semconv.OSPROFILER_KWARGS) or ""))
+    return match.group(1) if match else None
+
+
+def _is_create_post(span: Span) -> bool:
+    """Real cinder-api's OSProfiler span of ``POST /v3/{p}/volumes`` (it casts the create)."""
+    return (
+        span.kind == "server"
+        and str(span.text(semconv.OSPROFILER_HTTP_METHOD) or "").upper() == "POST"
+        and str(span.text(semconv.OSPROFILER_HTTP_PATH) or "").rstrip("/").endswith("/volumes")
+    )
+
+
+def _deepest(rounds: list[Span], by_id: dict[str, Span]) -> Span:
+    """The last of nested rounds: the one no other round is under (spans may lack times)."""
+    above: set[str] = set()
+    for span in rounds:
+        seen: set[str] = set()
+        parent = by_id.get(span.parent_id or "")
+        while parent is not None and parent.span_id not in seen:
+            seen.add(parent.span_id)
+            above.add(parent.span_id)
+            parent = by_id.get(parent.parent_id or "")
+    return next((s for s in reversed(rounds) if s.span_id not in above), rounds[-1])
+
+
+def _error_kind(span: Span) -> str | None:
+    """The exception class OSProfiler's ``log`` event names on a span that raised."""
+    event = span.event(semconv.OSPROFILER_ERROR_EVENT)
+    kind = event.attributes.get(semconv.OSPROFILER_ERROR_KIND) if event is not None else None
+    return str(kind) if kind else None
+
+
 def _real_osprofiler(spans: list[Span], cinder: list[Span], found: AfterAnswer) -> None:
-    """Real Cinder: error=True spans, or a scheduler rpc with no children (no valid backend)."""
+    """Real Cinder under OSProfiler: the rounds of ``rpc create_volume``, parent to child.
+
+    api ``WSGI_POST`` → scheduler ``rpc`` → volume ``rpc`` (``error=True`` when the driver
+    failed) → a scheduler ``rpc`` again when the failure was rescheduled. The scheduler's
+    span says nothing of its result (OSProfiler hides results), so a scheduler ``rpc`` with
+    no child is a guess: no valid backend, or a cinder-volume that has not run the create
+    (yet); ``certain`` is False then, and ``--cinder-url`` asks Cinder.
+    """
     parents = {s.parent_id for s in spans if s.parent_id}
+    by_id = {s.span_id: s for s in spans}
+    schedulers = [s for s in cinder if _rpc(s, SCHEDULER_SERVICES)]
+    rounds = [s for s in cinder if _rpc(s, VOLUME_SERVICES)]
+    failed_rounds = [s for s in rounds if s.flag(semconv.OSPROFILER_ERROR)]
+    succeeded = [s for s in rounds if not s.flag(semconv.OSPROFILER_ERROR)]
+    lonely = [s for s in schedulers if s.span_id not in parents]
+    if succeeded:
+        found.outcome = "available"
+        found.host = _host(succeeded[-1])
+        return
+    if failed_rounds:
+        found.outcome = "error"
+        found.failed_service = semconv.VOLUME_SERVICE
+        found.failure = semconv.DRIVER_ERROR
+        found.attempts = len(failed_rounds)
+        last = _deepest(failed_rounds, by_id)
+        found.error_type = _error_kind(last)
+        # Rescheduled: the failed round cast the create back to the scheduler, which gave up.
+        if any(by_id.get(s.parent_id or "") in failed_rounds for s in lonely):
+            found.cause = "max_attempts_exceeded"
+        else:
+            found.host = _host(last)  # not rescheduled: the volume stays on its host
+        return
     failed = [s for s in cinder if s.flag(semconv.OSPROFILER_ERROR)]
     if failed:
         last = failed[-1]
         found.outcome = "error"
-        found.failed_service = _service_of(last)
-        found.failure = semconv.DRIVER_ERROR if _service_of(last) in VOLUME_SERVICES else "error"
-        # Each failed round is one rpc create_volume of cinder-volume that raised.
-        rounds = [s for s in failed if _is_volume_create(s)]
-        found.attempts = len(rounds) or None
-        event = last.event(semconv.OSPROFILER_ERROR_EVENT)
-        if event is not None:
-            kind = str(event.attributes.get(semconv.OSPROFILER_ERROR_KIND) or "")
-            found.cause = kind.rsplit(".", 1)[-1] or None
+        found.failed_service = _binary(last)
+        found.failure = "error"
+        found.error_type = _error_kind(last)
         return
-    lonely = [
-        s
-        for s in cinder
-        if _service_of(s) in SCHEDULER_SERVICES
-        and s.name == semconv.RPC_SPAN
-        and s.span_id not in parents
-    ]
     placed = [s for s in lonely if s.text(semconv.SCHEDULER_RESULT) == "scheduled"]
     if placed:
         # Scheduled to a host whose cinder-volume never picked the create up.
@@ -222,8 +307,10 @@ def _real_osprofiler(spans: list[Span], cinder: list[Span], found: AfterAnswer) 
         found.host = placed[-1].text(semconv.CINDER_HOST)
     elif lonely:
         found.outcome = "error"
-        found.failed_service = _service_of(lonely[-1])
+        found.failed_service = semconv.SCHEDULER_SERVICE
         found.failure = semconv.NO_VALID_BACKEND
+        # The simulator says so (cinder.scheduler.result); OSProfiler's span cannot.
+        found.certain = lonely[-1].text(semconv.SCHEDULER_RESULT) == "no_valid_backend"
     elif any(_service_of(s) in VOLUME_SERVICES for s in cinder):
         found.outcome = "available"
 

@@ -424,7 +424,12 @@ def _ask_cinder_for(args: argparse.Namespace, chosen: list[Diagnosis]) -> int | 
 
     for d in chosen:
         fate = d.after_answer
-        if d.failed or not d.volume_id or (fate is not None and fate.outcome != "stuck"):
+        # Settled, and the files are sure of it: nothing to ask.
+        if (
+            d.failed
+            or not d.volume_id
+            or (fate is not None and fate.outcome != "stuck" and fate.certain)
+        ):
             continue
         if args.volume_id and d.volume_id != args.volume_id:
             continue

@@ -175,6 +175,12 @@ def diagnose_create(trace: Trace, root: Span, *, waterfall: bool = False) -> Dia
     d.time_spent = timing.time_spent(trace, root)
     if not d.failed:
         d.after_answer = after_answer.from_spans(trace.spans, d.volume_id)
+        if d.after_answer is not None and not d.after_answer.certain:
+            d.notes.append(
+                "no cinder-volume span followed the scheduler's: no valid backend, or a "
+                "cinder-volume that has not run the create (OSProfiler does not record the "
+                "scheduler's result); --cinder-url asks Cinder which"
+            )
     if waterfall:
         d.waterfall, d.waterfall_ms = span_rows(trace, root, d)
     return advice.explain(d)
