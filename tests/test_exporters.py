@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tests.conftest import member_headers, require
 from tests.support.polling import poll
@@ -23,6 +24,7 @@ from voltrace.cinder_sim import CinderSimulator
 from voltrace.client import NovaClient
 from voltrace.server import EmbeddedServer, ServeConfig, build_service
 from voltrace.telemetry import Telemetry, TelemetryConfig, trace_exporter_names
+from voltrace.telemetry.exporters import CountingExporter
 from voltrace.telemetry.hygiene import DEFAULT_VALUE_LENGTH_LIMIT
 from voltrace.testing import capture
 
@@ -357,3 +359,34 @@ def test_direct_otlp_json_equals_the_protobuf_mapping(captured, nova, telemetry)
     spans = list(captured.spans)
     assert len(spans) > 30 and any(span.links for span in spans)
     assert _otlp_json_direct(spans) == otlp_json_via_protobuf(spans)
+
+
+class _Refusing(SpanExporter):
+    def export(self, spans):
+        return SpanExportResult.FAILURE
+
+    def shutdown(self):
+        pass
+
+
+def test_a_failed_batch_is_counted_once_even_if_shutdown_abandons_it_meanwhile():
+    """Shutdown's abandon() counts the batch in flight; a batch whose export has just failed
+    (and is being counted) is no longer in flight, so it is never counted twice."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    drops: list[tuple[str, int]] = []
+
+    def on_drop(name: str, count: int, reason: str) -> None:
+        drops.append((reason, count))
+        if reason == "export_failed":  # shutdown gives up at this very moment
+            counting.abandon(queued=0)
+
+    counting = CountingExporter(_Refusing(), "otlp", on_drop=on_drop)
+    tracer = TracerProvider().get_tracer("test")
+    spans = []
+    for n in range(3):
+        with tracer.start_as_current_span(f"s{n}") as span:
+            spans.append(span)
+    assert counting.export(spans) is SpanExportResult.FAILURE
+    assert drops == [("export_failed", 3)]
+    assert counting.dropped == 3

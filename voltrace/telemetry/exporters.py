@@ -547,11 +547,12 @@ class CountingExporter(SpanExporter):
             return SpanExportResult.FAILURE
         try:
             exported, failed, reason = self._export(spans)
-            self._settle(exported, failed, reason)
-            return SpanExportResult.FAILURE if failed else SpanExportResult.SUCCESS
-        finally:
+        except BaseException:
             with self._state_lock:
                 self._in_flight = 0
+            raise
+        self._settle(exported, failed, reason)
+        return SpanExportResult.FAILURE if failed else SpanExportResult.SUCCESS
 
     def _export(self, spans: Sequence[ReadableSpan]) -> tuple[int, int, str]:
         """(exported, failed, reason). Clean batches go out as they are: checking strings
@@ -583,7 +584,10 @@ class CountingExporter(SpanExporter):
             return False
 
     def _settle(self, exported: int, dropped: int, reason: str) -> None:
+        # The batch leaves "in flight" under the same lock abandon() reads it with, so a
+        # batch is counted once: by abandon() (it saw it in flight) or here, never both.
         with self._state_lock:
+            self._in_flight = 0
             if self._abandoned:  # already counted as undelivered by abandon()
                 return
             if dropped and self._closing:
