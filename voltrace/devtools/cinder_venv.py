@@ -20,19 +20,16 @@ killed build is redone, never half-used. Builds print progress as pip goes.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from voltrace.devtools.processes import tail
+from voltrace.devtools.venv_build import locked, run_logged, say
 
 CINDER_VERSION = "29.0.0"
 #: What goes into cinder's venv. osprofiler's OTLP driver needs the SDK and the HTTP exporter.
@@ -57,7 +54,6 @@ SIDE_REQUIREMENTS: dict[str, tuple[str, ...]] = {
 VENV_ENV = "VOLTRACE_CINDER_VENV"
 _READY = ".voltrace-ready"
 _BUILD_TIMEOUT_S = 900.0
-_PROGRESS_EVERY_S = 10.0
 
 
 class RealCinderError(RuntimeError):
@@ -99,21 +95,6 @@ def side_ready(venv: Path, part: str) -> bool:
     return _stamped(side_dir(venv) / part, SIDE_REQUIREMENTS[part])
 
 
-def say(progress: TextIO | None, text: str) -> None:
-    if progress is not None:
-        print(text, file=progress, flush=True)
-
-
-def _locked(venv: Path) -> Any:
-    try:
-        venv.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(venv.parent / f"{venv.name}.lock", "w")  # noqa: SIM115
-    except OSError as exc:
-        raise RealCinderError(f"cannot create the cinder venv at {venv}: {exc}") from exc
-    fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time; the others then reuse it
-    return lock
-
-
 def ensure_venv(
     venv: Path | None = None, *, python: str = sys.executable, progress: TextIO | None = None
 ) -> Path:
@@ -123,7 +104,7 @@ def ensure_venv(
     """
     venv = (venv or default_venv()).absolute()
     log_path = venv.parent / f"{venv.name}.build.log"
-    with _locked(venv):
+    with locked(venv, RealCinderError):
         if venv_ready(venv):
             return venv
         say(progress, f"building cinder {CINDER_VERSION} venv in {venv} (log: {log_path})")
@@ -159,7 +140,7 @@ def ensure_side_deps(venv: Path, part: str, *, progress: TextIO | None = None) -
     """``pip install --target`` one part of ``SIDE_REQUIREMENTS`` next to ``venv``."""
     target = side_dir(venv) / part
     log_path = side_dir(venv) / f"{part}.build.log"
-    with _locked(venv):
+    with locked(venv, RealCinderError):
         if side_ready(venv, part):
             return target
         say(
@@ -192,56 +173,16 @@ def ensure_side_deps(venv: Path, part: str, *, progress: TextIO | None = None) -
         return target
 
 
-_PIP_STEP = re.compile(
-    r"^(Collecting|Downloading|Using cached|Installing collected|"
-    r"Successfully installed)\s*(\S*)"
-)
-
-
 def _run_logged(
     command: list[str], log: TextIO, log_path: Path, progress: TextIO | None, started: float
 ) -> None:
-    """Run a build step into ``log``, echoing pip's progress every few seconds."""
-    log.write(f"$ {' '.join(command)}\n")
-    log.flush()
-    try:
-        process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
-    except OSError as exc:
-        raise RealCinderError(f"{command[0]} cannot run: {exc}") from exc
-    deadline = started + _BUILD_TIMEOUT_S
-    last_said, collected = 0.0, 0
-    assert process.stdout is not None
-    for line in process.stdout:
-        log.write(line)
-        step = _PIP_STEP.match(line)
-        now = time.monotonic()
-        if step:
-            collected += step.group(1) == "Collecting"
-            final = step.group(1) in ("Installing collected", "Successfully installed")
-            if final or now - last_said >= _PROGRESS_EVERY_S:
-                say(
-                    progress,
-                    f"  [{now - started:4.0f} s] {step.group(1).lower()} "
-                    f"{step.group(2)} ({collected} packages so far)",
-                )
-                last_said = now
-        if now > deadline:
-            process.kill()
-            break
-    code = process.wait()
-    log.flush()
-    if time.monotonic() > deadline:
-        raise RealCinderError(
-            f"building took over {_BUILD_TIMEOUT_S:.0f} s; last lines of "
-            f"{log_path}:\n{tail(log_path)}"
-        )
-    if code != 0:
-        raise RealCinderError(
-            f"{Path(command[0]).name} exited {code}; last lines of {log_path}:\n{tail(log_path)}"
-        )
+    run_logged(
+        command,
+        log,
+        log_path,
+        progress,
+        started=started,
+        timeout_s=_BUILD_TIMEOUT_S,
+        error=RealCinderError,
+        what="the cinder venv",
+    )

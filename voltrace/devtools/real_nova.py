@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import http.client
 import json
@@ -59,6 +58,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from voltrace.devtools.ports import free_port
+from voltrace.devtools.processes import tail
+from voltrace.devtools.venv_build import locked, run_logged, say
+
 NOVA_VERSION = "34.0.0"
 REQUIREMENTS = (f"nova=={NOVA_VERSION}",)
 DATA_DIR = Path(__file__).with_name("data")
@@ -70,7 +73,6 @@ STANDIN_FILTER = "nova_host:trusted_identity_filter_factory"
 KEYSTONE_PIPELINES = ("openstack_compute_api_v21", "openstack_compute_api_v21_legacy_v2_compatible")
 _READY = ".voltrace-ready"
 _BUILD_TIMEOUT_S = 1500.0
-_PROGRESS_EVERY_S = 10.0
 
 
 class RealNovaError(RuntimeError):
@@ -157,16 +159,10 @@ def ensure_venv(
     """
     venv = (venv or default_venv(extra_installs)).absolute()
     log_path = build_log_path(venv)
-    try:
-        venv.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(venv.parent / f"{venv.name}.lock", "w")  # noqa: SIM115
-    except OSError as exc:
-        raise RealNovaError(f"cannot create the nova venv at {venv}: {exc}") from exc
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time; the others then reuse it
+    with locked(venv, RealNovaError):
         if venv_ready(venv, extra_installs):
             return venv
-        _say(progress, f"building nova {NOVA_VERSION} venv in {venv} (log: {log_path})")
+        say(progress, f"building nova {NOVA_VERSION} venv in {venv} (log: {log_path})")
         # A venv cannot be moved after it is built (its scripts name their path),
         # so build in place; the ready stamp is written last.
         shutil.rmtree(venv, ignore_errors=True)
@@ -199,81 +195,23 @@ def ensure_venv(
                 }
             )
         )
-        _say(progress, f"nova venv ready in {time.monotonic() - started:.0f} s")
+        say(progress, f"nova venv ready in {time.monotonic() - started:.0f} s")
         return venv
-
-
-_PIP_STEP = re.compile(
-    r"^(Collecting|Downloading|Building wheel for|Installing collected"
-    r"|Successfully installed)\s*(\S*)"
-)
 
 
 def _run_logged(
     command: list[str], log: TextIO, log_path: Path, progress: TextIO | None, started: float
 ) -> None:
-    """Run one build step, every line to the log, a progress line now and then."""
-    log.write(f"$ {' '.join(command)}\n")
-    log.flush()
-    try:
-        process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            errors="replace",
-        )
-    except OSError as exc:
-        raise RealNovaError(f"cannot run {command[0]}: {exc}") from exc
-    assert process.stdout is not None
-    collected = 0
-    last_said = time.monotonic()
-    deadline = started + _BUILD_TIMEOUT_S
-    for line in process.stdout:
-        log.write(line)
-        step = _PIP_STEP.match(line)
-        if step is None:
-            continue
-        collected += step.group(1) == "Collecting"
-        now = time.monotonic()
-        if step.group(1) in ("Installing collected", "Successfully installed") or (
-            now - last_said >= _PROGRESS_EVERY_S
-        ):
-            what = (
-                "installing"
-                if step.group(1).startswith("Install")
-                else (f"{step.group(1).lower()} {step.group(2)}")
-            )
-            _say(progress, f"  [{now - started:4.0f} s] {what} ({collected} packages so far)")
-            last_said = now
-        if now > deadline:
-            process.kill()
-            break
-    code = process.wait()
-    log.flush()
-    if time.monotonic() > deadline:
-        raise RealNovaError(
-            f"building the nova venv took over {_BUILD_TIMEOUT_S:.0f} s; "
-            f"last lines of {log_path}:\n{_tail(log_path)}"
-        )
-    if code != 0:
-        raise RealNovaError(
-            f"building the nova venv failed ({Path(command[0]).name} exited "
-            f"{code}); last lines of {log_path}:\n{_tail(log_path)}"
-        )
-
-
-def _say(progress: TextIO | None, text: str) -> None:
-    if progress is not None:
-        print(text, file=progress, flush=True)
-
-
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+    run_logged(
+        command,
+        log,
+        log_path,
+        progress,
+        started=started,
+        timeout_s=_BUILD_TIMEOUT_S,
+        error=RealNovaError,
+        what="the nova venv",
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -347,14 +285,6 @@ def paste_ini(original: str, conf_path: Path, extra_filters: Sequence[tuple[str,
 # ---------------------------------------------------------------------------
 # nova-api
 # ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -462,7 +392,7 @@ class RealNova:
         assert self.process is not None
         while True:
             if self.process.poll() is not None:
-                last = _tail(self.output_path, 1)
+                last = tail(self.output_path, 1)
                 raise RealNovaError(
                     f"nova-api exited {self.process.returncode} while starting: "
                     f"{last} (see {self.output_path})"
