@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require
+from tests.support.cli import voltrace_command
 from tests.support.net import free_port, wait_for_port
 from tests.support.polling import poll
 from tests.support.prometheus import (
@@ -37,10 +37,6 @@ MIX = {
 }
 
 
-def voltrace(*args: str) -> list[str]:
-    return [sys.executable, "-m", "voltrace", *args]
-
-
 @dataclass
 class Stack:
     url: str
@@ -59,7 +55,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         with running_prometheus(tmp, [f"127.0.0.1:{metrics_port}"]) as prometheus:
             processes.append(
                 subprocess.Popen(
-                    voltrace("cinder-sim", "--port", str(sim_port), "--log-level", "off"),
+                    voltrace_command("cinder-sim", "--port", str(sim_port), "--log-level", "off"),
                     cwd=REPO,
                     env=env,
                     stderr=(tmp / "sim.err").open("w"),
@@ -67,7 +63,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             )
             processes.append(
                 subprocess.Popen(
-                    voltrace(
+                    voltrace_command(
                         "serve",
                         "--port",
                         str(serve_port),
@@ -109,7 +105,7 @@ def load_run(stack: Stack) -> subprocess.CompletedProcess[str]:
     """One `voltrace load` run with every scenario in the mix."""
     mix = ",".join(f"{name}={weight}" for name, weight in MIX.items())
     return subprocess.run(
-        voltrace(
+        voltrace_command(
             "load",
             "--url",
             stack.url,
@@ -207,7 +203,7 @@ def test_mix_and_duration_errors_are_one_line() -> None:
     with pytest.raises(LoadError):
         parse_duration("soon")
     answer = subprocess.run(
-        voltrace("load", "--mix", "nope=1", "--duration", "1s"),
+        voltrace_command("load", "--mix", "nope=1", "--duration", "1s"),
         cwd=REPO,
         capture_output=True,
         text=True,

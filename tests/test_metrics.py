@@ -15,7 +15,6 @@ import re
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -37,6 +36,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from tests.conftest import member_headers, require, set_volume_quota
+from tests.support.cli import voltrace_command
 from tests.support.net import free_port
 from voltrace.cinder import CinderSettings
 from voltrace.cinder_sim import CinderSimulator, Fault
@@ -746,10 +746,7 @@ def test_metrics_cost_a_create_little(capsys: pytest.CaptureFixture[str]) -> Non
             for name, extra in (("off", []), ("on", ["--metrics-port", str(free_port())])):
                 port = free_port()
                 process = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "voltrace",
+                    voltrace_command(
                         "serve",
                         "--port",
                         str(port),
@@ -760,7 +757,7 @@ def test_metrics_cost_a_create_little(capsys: pytest.CaptureFixture[str]) -> Non
                         "--log-file",
                         f"{tmp}/{name}.log",
                         *extra,
-                    ],
+                    ),
                     cwd=REPO,
                     env=env,
                     stderr=subprocess.DEVNULL,

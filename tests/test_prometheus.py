@@ -38,7 +38,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -53,6 +52,7 @@ import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 
 from tests.conftest import member_headers, require, set_volume_quota
+from tests.support.cli import voltrace_command
 from tests.support.net import free_port
 from tests.support.polling import eventually, poll
 from tests.support.prometheus import (
@@ -453,10 +453,7 @@ def start_serve(
 ) -> subprocess.Popen:
     """A real `voltrace serve` (gunicorn) as a user starts it, its log and stderr in tmp."""
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "voltrace",
+        voltrace_command(
             "serve",
             "--port",
             str(port),
@@ -469,7 +466,7 @@ def start_serve(
             "--log-file",
             str(tmp / f"{name}.log"),
             *extra,
-        ],
+        ),
         cwd=REPO,
         env=env,
         stderr=(tmp / f"{name}.err").open("w"),

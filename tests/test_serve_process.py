@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import member_headers
+from tests.support.cli import voltrace_command
 from tests.support.net import free_port, free_port_block, wait_for_port
 from tests.support.polling import poll
 from voltrace.cinder import CinderSettings
@@ -97,10 +97,7 @@ def serve(tmp_path: Path, roomy_sim: CinderSimulator) -> Iterator[Any]:
             tmp_path / f"logs-{n}.jsonl",
             tmp_path / f"serve-{n}.out",
         )
-        command = [
-            sys.executable,
-            "-m",
-            "voltrace",
+        command = voltrace_command(
             "serve",
             "--port",
             str(port),
@@ -115,7 +112,7 @@ def serve(tmp_path: Path, roomy_sim: CinderSimulator) -> Iterator[Any]:
             "--metrics-port",
             str(metrics_port),
             *args,
-        ]
+        )
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         with open(served.output, "ab") as out:
             served.process = subprocess.Popen(

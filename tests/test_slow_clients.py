@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import member_headers
+from tests.support.cli import voltrace_command
 from tests.support.net import free_port, wait_for_port
 from tests.support.polling import poll
 from voltrace.cinder_sim import CinderSimulator
@@ -91,10 +91,7 @@ def served(sim: CinderSimulator, tmp_path_factory: pytest.TempPathFactory) -> It
     """``voltrace serve --workers 2 --threads 2`` (4 threads in all); yields its port."""
     port = free_port()
     output = tmp_path_factory.mktemp("slow-clients") / "serve.out"
-    command = [
-        sys.executable,
-        "-m",
-        "voltrace",
+    command = voltrace_command(
         "serve",
         "--port",
         str(port),
@@ -106,7 +103,7 @@ def served(sim: CinderSimulator, tmp_path_factory: pytest.TempPathFactory) -> It
         str(CLIENT_TIMEOUT_S),
         "--cinder-endpoint",
         sim.endpoint_template,
-    ]
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     with open(output, "ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)

@@ -25,7 +25,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -37,6 +36,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import member_headers
+from tests.support.cli import voltrace_command
 from tests.support.net import free_port, wait_for_port
 from tests.support.polling import poll
 from tests.support.rotel import RotelCollector
@@ -152,10 +152,7 @@ def start_server(tmp_path: Path, quiet_sim: CinderSimulator) -> Iterator[Any]:
             OTEL_BSP_SCHEDULE_DELAY="200",
         )
         env.update(extra_env)
-        command = [
-            sys.executable,
-            "-m",
-            "voltrace",
+        command = voltrace_command(
             "serve",
             "--port",
             str(port),
@@ -170,7 +167,7 @@ def start_server(tmp_path: Path, quiet_sim: CinderSimulator) -> Iterator[Any]:
             "json",
             *(["--metrics-port", str(metrics_port)] if metrics else []),
             *args,
-        ]
+        )
         with open(tmp_path / f"{name}.out", "ab") as out:
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
         server = Server(name, process, port, metrics_port, traces, logs)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.conftest import require
+from tests.support.cli import voltrace_command
 from voltrace.client import NovaClient, Response, identity_headers
 from voltrace.devtools.real_cinder import (
     Profiler,
@@ -67,10 +68,7 @@ class VoltraceServe:
     ) -> None:
         self.port = free_port()
         self.output = workdir / "voltrace-serve.out"
-        command = [
-            sys.executable,
-            "-m",
-            "voltrace",
+        command = voltrace_command(
             "serve",
             "--port",
             str(self.port),
@@ -79,7 +77,7 @@ class VoltraceServe:
             "--cinder-endpoint",
             cinder_endpoint,
             *args,
-        ]
+        )
         with open(self.output, "wb") as out:
             # Only the variables given here configure its telemetry and the bridge.
             inherited = {

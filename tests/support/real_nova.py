@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import IN_CI, require
+from tests.support.cli import voltrace_command
 from tests.support.polling import poll
 from voltrace.devtools.real_nova import (
     RealNova,
@@ -98,10 +99,7 @@ class SimProcess(SimAdmin):
         self.output = workdir / "cinder-sim.out"
         with open(self.output, "wb") as out:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "voltrace",
+                voltrace_command(
                     "cinder-sim",
                     "--deterministic",
                     "--port",
@@ -109,7 +107,7 @@ class SimProcess(SimAdmin):
                     "--log-level",
                     "off",
                     *args,
-                ],
+                ),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -20,6 +20,7 @@ killed build is redone, never half-used. Builds print progress as pip goes.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -58,6 +59,12 @@ _BUILD_TIMEOUT_S = 900.0
 
 class RealCinderError(RuntimeError):
     """The venv could not be built, or cinder did not come up (the message says why)."""
+
+
+# One build step of this venv: into its log, with progress, within the build's bound.
+_run_logged = functools.partial(
+    run_logged, timeout_s=_BUILD_TIMEOUT_S, error=RealCinderError, what="the cinder venv"
+)
 
 
 def default_venv() -> Path:
@@ -171,18 +178,3 @@ def ensure_side_deps(venv: Path, part: str, *, progress: TextIO | None = None) -
         (target / _READY).write_text(json.dumps(_stamp(sys.executable, SIDE_REQUIREMENTS[part])))
         say(progress, f"{part} extras ready in {time.monotonic() - started:.1f} s")
         return target
-
-
-def _run_logged(
-    command: list[str], log: TextIO, log_path: Path, progress: TextIO | None, started: float
-) -> None:
-    run_logged(
-        command,
-        log,
-        log_path,
-        progress,
-        started=started,
-        timeout_s=_BUILD_TIMEOUT_S,
-        error=RealCinderError,
-        what="the cinder venv",
-    )

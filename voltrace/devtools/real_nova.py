@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import http.client
 import json
@@ -77,6 +78,12 @@ _BUILD_TIMEOUT_S = 1500.0
 
 class RealNovaError(RuntimeError):
     """The venv could not be built, or nova-api did not come up (the message says why)."""
+
+
+# One build step of this venv: into its log, with progress, within the build's bound.
+_run_logged = functools.partial(
+    run_logged, timeout_s=_BUILD_TIMEOUT_S, error=RealNovaError, what="the nova venv"
+)
 
 
 # ---------------------------------------------------------------------------
@@ -197,21 +204,6 @@ def ensure_venv(
         )
         say(progress, f"nova venv ready in {time.monotonic() - started:.0f} s")
         return venv
-
-
-def _run_logged(
-    command: list[str], log: TextIO, log_path: Path, progress: TextIO | None, started: float
-) -> None:
-    run_logged(
-        command,
-        log,
-        log_path,
-        progress,
-        started=started,
-        timeout_s=_BUILD_TIMEOUT_S,
-        error=RealNovaError,
-        what="the nova venv",
-    )
 
 
 # ---------------------------------------------------------------------------
