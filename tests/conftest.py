@@ -43,6 +43,35 @@ def require(condition: bool, why: str) -> None:
     pytest.skip(why)
 
 
+# Nova's volume view (nova/api/openstack/compute/volumes.py _translate_volume_detail_view),
+# keys in its order; and the body nova/volume/cinder.py sends for POST /volumes, in order.
+NOVA_VOLUME_KEYS = [
+    "id",
+    "status",
+    "size",
+    "availabilityZone",
+    "createdAt",
+    "attachments",
+    "displayName",
+    "displayDescription",
+    "volumeType",
+    "snapshotId",
+    "metadata",
+]
+NOVA_CINDER_CREATE_KEYS = [
+    "size",
+    "consistencygroup_id",
+    "snapshot_id",
+    "name",
+    "description",
+    "volume_type",
+    "availability_zone",
+    "metadata",
+    "imageRef",
+    "source_volid",
+    "backup_id",
+]
+
 # The member user's project: hex, as keystone makes them and as Cinder routes them.
 MEMBER_PROJECT = "a1ce0000000000000000000000000001"
 

@@ -6,36 +6,10 @@ import json
 import re
 import uuid
 
-from tests.conftest import TEST_TOKEN, member_headers
+from tests.conftest import NOVA_CINDER_CREATE_KEYS, NOVA_VOLUME_KEYS, TEST_TOKEN, member_headers
 from voltrace.client import NovaClient
 
 REQ_ID = re.compile(r"^req-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-RESPONSE_KEYS = [
-    "id",
-    "status",
-    "size",
-    "availabilityZone",
-    "createdAt",
-    "attachments",
-    "displayName",
-    "displayDescription",
-    "volumeType",
-    "snapshotId",
-    "metadata",
-]
-CINDER_BODY_KEYS = [
-    "size",
-    "consistencygroup_id",
-    "snapshot_id",
-    "name",
-    "description",
-    "volume_type",
-    "availability_zone",
-    "metadata",
-    "imageRef",
-    "source_volid",
-    "backup_id",
-]
 
 
 def test_response_body_fields_and_order(nova):
@@ -54,7 +28,7 @@ def test_response_body_fields_and_order(nova):
     body = json.loads(response.body)
     volume = body["volume"]
     assert list(body) == ["volume"]
-    assert list(volume) == RESPONSE_KEYS
+    assert list(volume) == NOVA_VOLUME_KEYS
     assert nova.sim.recorded[0].json()["volume"]["name"] == "db"
     assert volume["status"] == "creating"
     assert volume["size"] == 2
@@ -116,7 +90,7 @@ def test_cinder_receives_novas_post_and_lazy_get(nova):
     )
     assert get.body == b""
     body = post.json()
-    assert list(body["volume"]) == CINDER_BODY_KEYS
+    assert list(body["volume"]) == NOVA_CINDER_CREATE_KEYS
     assert body == {
         "volume": {
             "size": 3,

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import IN_CI, TEST_TOKEN
+from tests.conftest import IN_CI, NOVA_VOLUME_KEYS, TEST_TOKEN
 from voltrace.cinder import CinderSettings
 from voltrace.cinder_sim import CinderSimulator
 from voltrace.client import NovaClient
@@ -45,19 +45,6 @@ if os.environ.get("VOLTRACE_FUZZ_EXAMPLES"):
 PROJECT = "a1ce0000000000000000000000000003"
 MAX_BODY = 114688
 STAGES = ("parse", "authorize", "resolve_snapshot", "derive_size", "call_cinder", "translate")
-VOLUME_KEYS = [
-    "id",
-    "status",
-    "size",
-    "availabilityZone",
-    "createdAt",
-    "attachments",
-    "displayName",
-    "displayDescription",
-    "volumeType",
-    "snapshotId",
-    "metadata",
-]
 # The 500s Nova itself answers for this endpoint (spec §6): an uncaught Cinder error.
 # internal_error (a voltrace bug) and cinder_bad_response (a healthy Cinder never sends
 # one) are never acceptable.
@@ -394,7 +381,7 @@ def check_answer(response: Any, request: dict[str, Any], server: Any) -> None:
 
     if status == 200:
         volume = response.json()["volume"]
-        assert list(volume) == VOLUME_KEYS
+        assert list(volume) == NOVA_VOLUME_KEYS
         assert attributes["voltrace.outcome"] == "success"
     elif status == 401:
         assert failure_class == "unauthenticated"

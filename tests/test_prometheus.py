@@ -29,7 +29,6 @@ rules themselves are loaded from a copy of ``dashboards/alerts.yml`` in which ea
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import json
@@ -38,7 +37,6 @@ import re
 import shutil
 import socket
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -53,7 +51,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from tests.conftest import member_headers, require, set_volume_quota
 from tests.support.cli import voltrace_command
-from tests.support.net import free_port
+from tests.support.net import SilentServer, free_port
 from tests.support.polling import eventually, poll
 from tests.support.prometheus import (
     ALERTS,
@@ -124,31 +122,6 @@ FOLLOW_OUTCOMES = {
     "follow_slow_backend": ("stuck_creating", "stuck_creating"),
     "follow_volume_service_down": ("stuck_creating", "stuck_creating"),
 }
-
-
-class HungCinder:
-    """A port that accepts every connection and never answers: a hung cinder-api."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.accepted: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        self.listener.settimeout(0.1)
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError, OSError):
-                self.accepted.append(self.listener.accept()[0])
-
-    def close(self) -> None:
-        """Let go: every held create gets its connection closed (and fails)."""
-        self._stop.set()
-        self._thread.join(timeout=5)
-        for conn in [*self.accepted, self.listener]:
-            conn.close()
 
 
 def alert_rules() -> list[dict]:
@@ -503,7 +476,7 @@ def hold_creates_in_call_cinder(
     stack: Stack, telemetry: Telemetry, closers: list[Callable[[], Any]]
 ) -> None:
     """HUNG_CREATES creates held in call_cinder by a hung Cinder until the module ends."""
-    hung = HungCinder()
+    hung = SilentServer()  # a hung cinder-api
     server = EmbeddedServer(
         build_service(
             ServeConfig(

@@ -19,7 +19,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
-from tests.conftest import require
+from tests.conftest import NOVA_VOLUME_KEYS, require
 from tests.support.net import free_port
 from tests.support.polling import poll
 from tests.support.real_cinder import DevTool, create, running_cinder
@@ -33,19 +33,6 @@ from voltrace.telemetry import Telemetry
 from voltrace.testing import Captured
 
 REQUEST_ID = re.compile(r"^req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-NOVA_KEYS = [
-    "id",
-    "status",
-    "size",
-    "availabilityZone",
-    "createdAt",
-    "attachments",
-    "displayName",
-    "displayDescription",
-    "volumeType",
-    "snapshotId",
-    "metadata",
-]
 STAGES = ["parse", "authorize", "resolve_snapshot", "derive_size", "call_cinder", "translate"]
 
 
@@ -172,7 +159,7 @@ def test_plain_create_is_novas_view_of_the_real_volume(nova_url, cinder, project
     response = create(nova_url, project, {"size": 1})
     assert response.status == 200, response.body
     body = response.json()["volume"]
-    assert list(body) == NOVA_KEYS
+    assert list(body) == NOVA_VOLUME_KEYS
     stored = cinder.get_volume(project, body["id"])
     assert body == nova_view(stored)
     assert (
@@ -241,7 +228,7 @@ def test_name_description_metadata_zone_and_type_reach_cinder(nova_url, cinder, 
         stored["size"],
     ) == ("data", "for the db", {"tier": "gold", "owner": "ops"}, volume_type["name"], 2)
     assert body == nova_view(stored)
-    assert list(body) == NOVA_KEYS
+    assert list(body) == NOVA_VOLUME_KEYS
 
     server = server_span(captured, response)
     assert_outcome(server, 200, "success")

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 
+from tests.conftest import NOVA_CINDER_CREATE_KEYS
 from tests.support import real_nova as support
 from tests.support.real_nova import RealNovaService, nova_venv
 
@@ -19,19 +20,6 @@ HEADERS = {
     "X-Auth-Token": "tok-nova",
     "Content-Type": "application/json",
 }
-CINDER_KEYS = [
-    "size",
-    "consistencygroup_id",
-    "snapshot_id",
-    "name",
-    "description",
-    "volume_type",
-    "availability_zone",
-    "metadata",
-    "imageRef",
-    "source_volid",
-    "backup_id",
-]
 
 
 def test_create_reaches_the_simulator_with_novas_eleven_keys(real_nova: RealNovaService) -> None:
@@ -45,7 +33,7 @@ def test_create_reaches_the_simulator_with_novas_eleven_keys(real_nova: RealNova
     assert volume["size"] == 1 and volume["attachments"] == [{}]
     post, get = real_nova.sim.requests()
     assert (post["method"], post["path"]) == ("POST", "/v3/abc123/volumes")
-    assert list(json.loads(post["body"])["volume"]) == CINDER_KEYS
+    assert list(json.loads(post["body"])["volume"]) == NOVA_CINDER_CREATE_KEYS
     assert post["headers"]["X-Auth-Token"] == "tok-nova"
     assert (get["method"], get["path"]) == ("GET", f"/v3/abc123/volumes/{volume['id']}")
 

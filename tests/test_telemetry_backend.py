@@ -19,13 +19,11 @@ could not deliver, with gunicorn workers, whatever ``OTEL_EXPORTER_OTLP_TIMEOUT`
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -37,7 +35,7 @@ import pytest
 
 from tests.conftest import member_headers
 from tests.support.cli import voltrace_command
-from tests.support.net import free_port, wait_for_port
+from tests.support.net import SilentServer, free_port, wait_for_port
 from tests.support.polling import poll
 from tests.support.rotel import RotelCollector
 from voltrace.cinder_sim import CinderSimulator
@@ -46,34 +44,6 @@ from voltrace.server import GRACEFUL_TIMEOUT_S, TELEMETRY_FLUSH_TIMEOUT_S
 
 PROTOCOLS = {"grpc": "grpc_endpoint", "http/protobuf": "http_endpoint"}
 OTLP_TIMEOUT_S = "1"
-
-
-class HungCollector:
-    """A TCP port that accepts every connection and never sends a byte back."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.accepted: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        self.listener.settimeout(0.1)
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError, OSError):
-                self.accepted.append(self.listener.accept()[0])
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        for conn in [*self.accepted, self.listener]:
-            conn.close()
 
 
 @dataclass
@@ -224,7 +194,7 @@ def test_backend_down_or_hung(tmp_path, start_server, protocol):
     held = [socket.socket() for _ in range(2)]
     for sock, port in zip(held, (later.grpc_port, later.http_port), strict=True):
         sock.bind(("127.0.0.1", port))
-    hung = HungCollector()
+    hung = SilentServer()
     try:
         normal = start_server("normal", protocol, getattr(healthy, PROTOCOLS[protocol]))
         down = start_server("down", protocol, getattr(later, PROTOCOLS[protocol]))
@@ -284,7 +254,7 @@ def test_backend_down_or_hung(tmp_path, start_server, protocol):
 def test_queue_overflow_is_counted_too(start_server):
     """A hung collector and a burst bigger than the span queue: the spans the queue turns
     away are counted and logged like any other dropped span."""
-    hung = HungCollector()
+    hung = SilentServer()
     try:
         server = start_server(
             "burst",
@@ -309,7 +279,7 @@ def test_sigterm_with_a_dead_collector_is_bounded_and_counts_every_span(start_se
     """--workers 2, the collector down (refusing) or hung (accepting, never answering), and an
     OTLP timeout longer than the flush bound: SIGTERM still ends within the bound, before
     gunicorn would kill a worker, and every span not delivered is counted as dropped."""
-    hung = HungCollector() if collector == "hung" else None
+    hung = SilentServer() if collector == "hung" else None
     refused = socket.socket()  # bound, never listening: connections are refused
     refused.bind(("127.0.0.1", 0))
     endpoint = hung.endpoint if hung else f"http://127.0.0.1:{refused.getsockname()[1]}"
