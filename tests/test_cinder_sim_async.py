@@ -468,7 +468,7 @@ def test_volume_service_down(sim: CinderSimulator, project: str, captured: Captu
     """Stuck creating with host set while it still looks up; once seen down, 001_003; back: done."""
     # Long enough that the first create is placed before cinder-volume looks down, even on a
     # loaded machine.
-    sim.configure_backend(service_down_time_s=1.0)
+    sim.configure_backend(service_down_time_s=3.0)
     sim.stop_service("cinder-volume")
     stuck, stuck_request = create(sim, project)
     poll(
@@ -482,7 +482,7 @@ def test_volume_service_down(sim: CinderSimulator, project: str, captured: Captu
 
     poll(
         lambda: services(sim, project) == {"cinder-scheduler": "up", "cinder-volume": "down"},
-        timeout=5,
+        timeout=20,
         what="os-services shows cinder-volume down",
     )
     late, late_request = create(sim, project)
@@ -672,6 +672,7 @@ def test_purged_queue_leaves_the_create_creating(
 ) -> None:
     """start_service(purge=True): the service is up again, the creates that waited in its
     queue are dropped (they stay creating, no span of theirs appears), new ones settle."""
+    sim.configure_backend(service_down_time_s=3.0)  # placed while it still looks up
     sim.stop_service("cinder-volume")
     stuck, _ = create(sim, project)
     poll(

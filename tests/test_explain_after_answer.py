@@ -173,7 +173,8 @@ def test_scheduler_down_is_stuck(sim: CinderSimulator, captured: Captured) -> No
 
 def test_volume_service_down_is_stuck(sim: CinderSimulator, captured: Captured) -> None:
     """Placed on a cinder-volume that is down but still looks up: stuck, waiting on it."""
-    sim.configure_backend(service_down_time_s=1.0)
+    # Long enough that the scheduler places it before cinder-volume looks down, under load.
+    sim.configure_backend(service_down_time_s=3.0)
     sim.stop_service("cinder-volume")
     volume_id = issue(sim)
     poll(

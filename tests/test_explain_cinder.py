@@ -119,6 +119,9 @@ def test_volume_service_down_is_stuck_since_its_last_heartbeat(sim, capsys):
     """Placed on a cinder-volume that then shows down: stuck in creating, which service,
     since its last heartbeat, and for how long."""
     project = uuid.uuid4().hex
+    # The scheduler must place it while cinder-volume still counts as up: a down time the
+    # create's POST and scheduling cannot outlast on a loaded machine (0.3 s could).
+    sim.configure_backend(service_down_time_s=3.0)
     sim.stop_service("cinder-volume")
     volume_id = create(sim, project)
     poll(
@@ -131,7 +134,7 @@ def test_volume_service_down_is_stuck_since_its_last_heartbeat(sim, capsys):
             {s["binary"]: s["state"] for s in sim.backend_state()["services"]}["cinder-volume"]
             == "down"
         ),
-        5,
+        20,
         "os-services to show cinder-volume down",
     )
     said = ask(sim, project, volume_id, capsys)

@@ -185,10 +185,10 @@ def test_volume_service_down_times_out_stuck_creating(
     """With cinder-volume down the volume never settles: stuck_creating at the timeout, and
     os-services (down by then) names the service it waits on and its last heartbeat."""
     followed = start_followed(
-        # Down in os-services 0.6 s after it stops: after the scheduler placed the volume
-        # (0.15 s), before the follow gives up (1.5 s).
-        FollowSettings(timeout_s=1.5, first_delay_s=0.05, max_delay_s=0.2),
-        backend=BackendSettings(report_interval_s=0.05, service_down_time_s=0.6),
+        # Down in os-services 2 s after it stops: after the scheduler placed the volume
+        # (0.15 s, more on a loaded machine), before the follow gives up (5 s).
+        FollowSettings(timeout_s=5.0, first_delay_s=0.05, max_delay_s=0.2),
+        backend=BackendSettings(report_interval_s=0.05, service_down_time_s=2.0),
     )
     followed.sim.stop_service("cinder-volume")
     volume_id = followed.create()
@@ -226,6 +226,7 @@ def test_shutdown_is_bounded(start_followed: Any) -> None:
         followed.create()
     start = time.monotonic()
     assert followed.follower.shutdown()
-    assert time.monotonic() - start < 3.0
+    # Bounded by shutdown_timeout_s, not by the 60 s follows (slack for a loaded machine).
+    assert time.monotonic() - start < 30.0
     creating = followed.points("voltrace.volumes.creating")
     assert creating[0].value == 0

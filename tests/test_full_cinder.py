@@ -185,6 +185,43 @@ def agrees(said: dict, cinder_said: dict) -> None:
     )
 
 
+def from_all_logs(full: FullCinder, created: Created, capsys: Any, *extra: str) -> dict:
+    """explain on nova's JSON logs and Cinder's own (oslo.log text of all three services)."""
+    services = ("cinder-api", "cinder-scheduler", "cinder-volume")
+    cinder_logs = [str(full.stack.log_path(service)) for service in services]
+    said = from_files(capsys, created, "--logs", str(full.log_file), *cinder_logs, *extra)
+    assert said["source"] == "logs"
+    assert said["after_answer"]["source"] == ("cinder" if extra else "logs")
+    return said
+
+
+def agrees_from_cinder_logs(
+    full: FullCinder, created: Created, capsys: Any, cinder_said: dict, cause: str | None
+) -> None:
+    """Cinder's logs give the fate Cinder's API gives, and the cause its API cannot (the
+    filter that left no backend, a service seen down). They never name the pool."""
+    cinder = cinder_said["after_answer"]
+    if cinder["outcome"] not in ("available", "error"):
+        # Not settled: the logs cannot say why (the scheduler logs nothing when it places
+        # a create), say so, and --cinder-url asks Cinder.
+        unsettled = from_all_logs(full, created, capsys)
+        assert unsettled["after_answer"]["certain"] is False
+        agrees(from_all_logs(full, created, capsys, *cinder_args(full, created)), cinder_said)
+        return
+    # Cinder logs a create's last record just after it sets the volume's status.
+    settled = poll(
+        lambda: (said := from_all_logs(full, created, capsys))["after_answer"]["certain"] and said,
+        20,
+        f"Cinder's logs to settle {created.request_id}",
+    )
+    fate = settled["after_answer"]
+    same = [k for k in FATE if k not in ("cause", "host")]
+    assert {k: fate[k] for k in same} == {k: cinder[k] for k in same}
+    assert fate["cause"] == (cause or cinder["cause"])
+    assert fate["host"] is None
+    assert fate["cinder_request_id"] == created.cinder_request_id
+
+
 def assert_explains(
     full: FullCinder,
     created: Created,
@@ -194,14 +231,15 @@ def assert_explains(
     cinder_said: dict,
     *,
     trace_is_sure: bool = True,
+    cause_in_logs: str | None = None,
 ) -> None:
     """explain from the trace and from the logs gives the verdict explain gets from Cinder.
 
     The trace alone settles it (``trace_is_sure``), or says it cannot (a scheduler ``rpc``
     with no cinder-volume span under it: OSProfiler hides the scheduler's result), and then
-    ``--cinder-url`` asks Cinder. nova-api's logs alone never know the fate past the 200
-    (real Cinder's services write oslo.log text, not voltrace's JSON), so explain on them
-    asks Cinder for it.
+    ``--cinder-url`` asks Cinder. nova-api's logs alone never know the fate past the 200,
+    so explain on them asks Cinder for it; with Cinder's own logs they know it, with the
+    cause (``cause_in_logs``) Cinder's API does not give.
     """
     said = from_trace(full, created, spans, tmp_path, capsys)
     assert said["after_answer"]["certain"] is trace_is_sure
@@ -214,6 +252,7 @@ def assert_explains(
     logs_alone = from_logs(full, created, capsys)
     assert logs_alone["after_answer"] is None  # nova's lines end at its 200
     agrees(from_logs(full, created, capsys, *cinder_args(full, created)), cinder_said)
+    agrees_from_cinder_logs(full, created, capsys, cinder_said, cause_in_logs)
 
 
 # -- the trace -----------------------------------------------------------------------------
@@ -400,7 +439,16 @@ def test_no_valid_backend(cinder, why, capsys, tmp_path):
     assert "cinder get-pools --detail" in said["after_answer"]["commands"]
     spans = assert_trace(cinder, created, wsgi_post(created, scheduler_rpc()))
     # The trace's guess (a scheduler rpc with nothing under it) is right, and says it guesses.
-    assert_explains(cinder, created, spans, tmp_path, capsys, said, trace_is_sure=False)
+    assert_explains(
+        cinder,
+        created,
+        spans,
+        tmp_path,
+        capsys,
+        said,
+        trace_is_sure=False,
+        cause_in_logs="capabilities" if why == "extra_spec" else "capacity",
+    )
     guessed = from_trace(cinder, created, spans, tmp_path, capsys)
     agrees(guessed, said)
 
@@ -547,7 +595,16 @@ def test_volume_service_down_stuck_then_no_valid_backend(cinder, capsys, tmp_pat
     volume = follow(stack, stuck)
     assert (stuck.statuses, host(volume)) == (["creating", "available"], POOL)
     spans = assert_trace(cinder, after_down, wsgi_post(after_down, scheduler_rpc()))
-    assert_explains(cinder, after_down, spans, tmp_path, capsys, down_said, trace_is_sure=False)
+    assert_explains(
+        cinder,
+        after_down,
+        spans,
+        tmp_path,
+        capsys,
+        down_said,
+        trace_is_sure=False,
+        cause_in_logs="volume_service_down",
+    )
     agrees(from_trace(cinder, after_down, spans, tmp_path, capsys), down_said)
     spans = assert_trace(
         cinder, stuck, wsgi_post(stuck, scheduler_rpc(volume_rpc(driver_create())))

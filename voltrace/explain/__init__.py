@@ -9,6 +9,7 @@ create::
     voltrace explain traces.jsonl --json                       # one object per create
     voltrace explain traces.jsonl --html report.html           # a self-contained waterfall
     voltrace explain --logs logs.jsonl --request-id req-...    # no trace? the logs suffice
+    voltrace explain traces.jsonl /var/log/cinder/             # and Cinder's own logs, past the 200
     voltrace explain --cinder-url URL --volume-id ID --follow  # neither? ask Cinder (OS_TOKEN)
 
 A trace and the logs of the same create give the same diagnosis: the SERVER span's
@@ -17,21 +18,22 @@ and the failing stage's span and its ``stage.<name>`` line carry the same error.
 
 The package, in the order a create flows through it:
 
-===================  ==============================================================
-``model.py``         ``Diagnosis`` and its parts (plain data, no spans)
-``from_trace.py``    a diagnosis per create from its trace
-``from_logs.py``     ... or from voltrace's JSON logs, streamed
-``after_answer.py``  what became of the volume after Nova's answer (trace or logs)
-``from_cinder.py``   ... or from Cinder itself (``--cinder-url``; loads keystoneauth1)
-``timing.py``        where the time went, named (network, backoff, inside Cinder)
-``advice.py``        per failure class: facts, a few words, the next step
-``select.py``        which creates to show
-``summary.py``       ``--summary``: many creates at once
-``waterfall.py``     the waterfall's rows
-``render.py``        terminal text
-``html.py``          the HTML report
-``cli.py``           the command
-===================  ==============================================================
+=======================  ==============================================================
+``model.py``             ``Diagnosis`` and its parts (plain data, no spans)
+``from_trace.py``        a diagnosis per create from its trace
+``from_logs.py``         ... or from voltrace's JSON logs, streamed
+``after_answer.py``      what became of the volume after Nova's answer (trace or logs)
+``from_cinder_logs.py``  ... or from real Cinder's own oslo.log text (``*.log``)
+``from_cinder.py``       ... or from Cinder itself (``--cinder-url``; loads keystoneauth1)
+``timing.py``            where the time went, named (network, backoff, inside Cinder)
+``advice.py``            per failure class: facts, a few words, the next step
+``select.py``            which creates to show
+``summary.py``           ``--summary``: many creates at once
+``waterfall.py``         the waterfall's rows
+``render.py``            terminal text
+``html.py``              the HTML report
+``cli.py``               the command
+=======================  ==============================================================
 
 
 It imports no OpenStack library: only ``semconv``, ``terminal`` and ``traces``

@@ -27,6 +27,13 @@ from voltrace import semconv
 from voltrace.explain.model import Advice
 from voltrace.traces import Span
 
+# Said of a trace whose last Cinder span is the scheduler's (see _real_osprofiler).
+UNCERTAIN_TRACE_NOTE = (
+    "no cinder-volume span followed the scheduler's: no valid backend, or a "
+    "cinder-volume that has not run the create (OSProfiler does not record the "
+    "scheduler's result); --cinder-url asks Cinder which"
+)
+
 SCHEDULER_SERVICES = semconv.SCHEDULER_SERVICES
 VOLUME_SERVICES = semconv.VOLUME_SERVICES
 CINDER_SERVICES = SCHEDULER_SERVICES + VOLUME_SERVICES
@@ -70,7 +77,9 @@ class AfterAnswer:
     down_since: str | None = None  # when the service it waits on last reported (UTC)
     down_for_s: float | None = None
     creating_for_s: float | None = None  # since the volume was created, when still creating
-    error_type: str | None = None  # the exception the driver raised (from the trace)
+    error_type: str | None = None  # the exception the driver raised (trace or Cinder's logs)
+    errors: list[str] = field(default_factory=list)  # each failed attempt's, from Cinder's logs
+    evidence: list[str] = field(default_factory=list)  # path:line: the log records that say so
     # False when the trace cannot tell (OSProfiler hides the scheduler's result): then
     # --cinder-url asks Cinder, as for a volume still creating.
     certain: bool = True
@@ -403,8 +412,14 @@ def explain(found: AfterAnswer) -> AfterAnswer:
         )
     elif found.outcome == "error":
         host = found.host or "the volume host"
-        found.advice = Advice(
-            f"The driver failed: read the cinder-volume log for {rid} on {host}.",
-            [f"grep {rid} /var/log/cinder/cinder-volume.log"],
-        )
+        if found.errors and found.error_type:
+            # Cinder's logs named the exception: point at the driver, not at a search.
+            text = (
+                f"The driver raised {found.error_type.rsplit('.', 1)[-1]} (each attempt "
+                f"above, with where it was raised): fix the backend; the tracebacks are in "
+                f"the cinder-volume log for {rid}."
+            )
+        else:
+            text = f"The driver failed: read the cinder-volume log for {rid} on {host}."
+        found.advice = Advice(text, [f"grep {rid} /var/log/cinder/cinder-volume.log"])
     return found

@@ -22,10 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from voltrace.explain.from_cinder import TOKEN_ENV
+from voltrace.explain.from_cinder_logs import (
+    CinderLogIndex,
+    OsloLogFormat,
+    OsloLogFormatError,
+    looks_like_oslo_log,
+    settle,
+)
 from voltrace.explain.from_logs import LogFileError, LogReader
 from voltrace.explain.from_trace import TraceDiagnoser
 from voltrace.explain.model import Diagnosis
-from voltrace.explain.render import format_text
+from voltrace.explain.render import fate_lines, format_text
 from voltrace.explain.select import Selection
 from voltrace.explain.summary import Summary
 from voltrace.terminal import Terminal, add_color_argument, escape, quiet_when_stdout_closes
@@ -43,10 +50,11 @@ MAX_WARNINGS = 50  # printed; the rest are counted
 
 DESCRIPTION = (
     "Diagnose volume creates from trace files (OTLP JSON lines: voltrace's --traces-file, "
-    "an OpenTelemetry Collector's file exporter; Jaeger JSON), voltrace's JSON logs, or "
-    "directories of them. Each create gets its outcome, the failed stage and why, where "
-    "its time went, a waterfall and the next step. Exit status: 0 creates shown, 1 none "
-    "matched, 2 unreadable input."
+    "an OpenTelemetry Collector's file exporter; Jaeger JSON), voltrace's JSON logs, "
+    "Cinder's own logs (cinder-scheduler.log, cinder-volume.log), or directories of them. "
+    "Each create gets its outcome, the failed stage and why, where its time went, what "
+    "became of the volume after Nova's answer, a waterfall and the next step. Exit "
+    "status: 0 creates shown, 1 none matched, 2 unreadable input."
 )
 
 
@@ -56,16 +64,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "paths",
         nargs="*",
         metavar="PATH",
-        help="trace files, log files or directories of them (*.json, "
-        "*.jsonl); each file's kind is recognised from its lines",
+        help="trace files, log files or directories of them (*.json, *.jsonl, and "
+        "Cinder's *.log); each file's kind is recognised from its lines",
     )
     parser.add_argument(
         "--logs",
         metavar="FILE",
         action="append",
         default=[],
-        help="voltrace's JSON logs: diagnose from them alone, or fill in "
-        "creates whose trace is missing (repeatable)",
+        help="voltrace's JSON logs: diagnose from them alone, or fill in creates whose "
+        "trace is missing; or Cinder's oslo.log files, for what became of the volume "
+        "(repeatable)",
+    )
+    parser.add_argument(
+        "--oslo-log-format",
+        metavar="FORMAT",
+        default=None,
+        help="Cinder's [DEFAULT] logging_context_format_string, when the deployment "
+        "changed it (default: oslo.log's, with %%(global_request_id)s, which joins "
+        "Cinder's lines to nova's create)",
     )
     pick = parser.add_argument_group("which creates (default: all)")
     pick.add_argument(
@@ -178,32 +195,44 @@ class Inputs:
 
     traces: list[Path] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
+    cinder_logs: list[Path] = field(default_factory=list)  # oslo.log text
     found_in_directories: set[Path] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
 
 
-def classify(paths: Sequence[str]) -> Inputs:
+def classify(paths: Sequence[str], oslo_format: OsloLogFormat | None = None) -> Inputs:
     """Trace files and log files among ``paths`` (directories walked), and problems."""
     inputs = Inputs()
     traces, logs, problems = inputs.traces, inputs.logs, inputs.problems
     for name in paths:
         found_in_dir = Path(name).is_dir()
         files = trace_files([name])
-        if found_in_dir and not files:
-            problems.append(f"{name}: no *.json or *.jsonl file in it")
+        # Cinder's logs under a directory (e.g. /var/log/cinder); other *.log files there
+        # were never explain's input, and stay ignored.
+        oslo_logs = (
+            [p for p in sorted(Path(name).rglob("*.log")) if sniff(p, oslo_format) == "oslo"]
+            if found_in_dir
+            else []
+        )
+        if found_in_dir and not files and not oslo_logs:
+            problems.append(f"{name}: no *.json, *.jsonl or Cinder *.log file in it")
+        inputs.cinder_logs.extend(oslo_logs)
         for path in files:
-            kind = sniff(path)
+            kind = sniff(path, oslo_format)
             if found_in_dir:
                 inputs.found_in_directories.add(path)
             if kind == "logs":
                 logs.append(path)
+            elif kind == "oslo":
+                inputs.cinder_logs.append(path)
             elif kind == "traces" or not found_in_dir:
                 traces.append(path)  # the trace reader says what is wrong with it
     return inputs
 
 
-def sniff(path: Path) -> str:
-    """ "logs", "traces", or "other" (JSON that is neither), from the first line."""
+def sniff(path: Path, oslo_format: OsloLogFormat | None = None) -> str:
+    """ "logs" (voltrace's JSON), "oslo" (Cinder's oslo.log text), "traces", or "other"
+    (JSON that is neither), from the first line."""
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
             line = ""
@@ -216,7 +245,8 @@ def sniff(path: Path) -> str:
     try:
         first = loads(line)
     except ValueError:
-        return "traces"
+        # Not JSON: Cinder's text log, or something the trace reader will reject.
+        return "oslo" if looks_like_oslo_log(line.rstrip("\r\n"), oslo_format) else "traces"
     if is_log_line(first):
         return "logs"
     if isinstance(first, dict) and (
@@ -243,8 +273,11 @@ class _Run:
         self.shown = 0  # creates chosen
         self.problems: list[str] = []
         self.other_requests = 0
+        self.cinder_logs: CinderLogIndex | None = None
 
     def take(self, d: Diagnosis) -> None:
+        if self.cinder_logs is not None:
+            settle(d, self.cinder_logs)
         self.total += 1
         d.link = jaeger_link(self.args.jaeger_url, d.trace_id)
         if not self.selection.matches(d):
@@ -255,9 +288,15 @@ class _Run:
         else:
             self.chosen.append(d)
 
-    def read(self, inputs: Inputs) -> None:
+    def read(self, inputs: Inputs, oslo_format: OsloLogFormat | None = None) -> None:
         trace_paths, log_paths = inputs.traces, inputs.logs
         seen: set[str | None] = set()
+        if inputs.cinder_logs:
+            # Read first, whole: a create's fate comes after nova's answer, in other files.
+            self.cinder_logs = CinderLogIndex(oslo_format)
+            for path in inputs.cinder_logs:
+                self.cinder_logs.read(path)
+            self.problems.extend(self.cinder_logs.problems)
         if trace_paths:
             reader = TraceReader(trace_paths, quiet=inputs.found_in_directories)
             diagnoser = TraceDiagnoser(waterfall=self.keep_rows)
@@ -296,12 +335,20 @@ def run(args: argparse.Namespace) -> int:
         return _ask_cinder_alone(args)
     if not args.paths and not args.logs:
         return _fail("give trace files, log files or directories (PATH), --logs FILE, or both")
-    inputs = classify(args.paths)
-    inputs.logs += [Path(p) for p in args.logs]
+    try:
+        oslo_format = OsloLogFormat(args.oslo_log_format) if args.oslo_log_format else None
+    except OsloLogFormatError as exc:
+        return _fail(f"--oslo-log-format: {exc}")
+    inputs = classify(args.paths, oslo_format)
+    for name in args.logs:
+        path = Path(name)
+        (inputs.cinder_logs if sniff(path, oslo_format) == "oslo" else inputs.logs).append(path)
+    if inputs.cinder_logs and not inputs.traces and not inputs.logs:
+        return _cinder_logs_alone(args, inputs, oslo_format)
     state = _Run(args)
     state.problems.extend(inputs.problems)
     try:
-        state.read(inputs)
+        state.read(inputs, oslo_format)
     except (TraceFileError, LogFileError) as exc:
         _warn_all(state.problems)
         return _fail(str(exc))
@@ -349,6 +396,53 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             return _fail(f"cannot write {args.html}: {exc.strerror or exc}")
         print(f"voltrace explain: wrote {escape(args.html)}", file=sys.stderr)
+    return 0
+
+
+def _cinder_logs_alone(
+    args: argparse.Namespace, inputs: Inputs, oslo_format: OsloLogFormat | None
+) -> int:
+    """Only Cinder's logs: what became of each create they name (nova's request id is
+    their global request id), without nova's side."""
+    index = CinderLogIndex(oslo_format)
+    for path in inputs.cinder_logs:
+        index.read(path)
+    _warn_all([*inputs.problems, *index.problems])
+    wanted = set(args.request_id)
+    shown = 0
+    term = Terminal.for_stream(sys.stdout, args.color)
+    blocks = []
+    for request_id in index.request_ids():
+        fate = index.after_answer(request_id)
+        if fate is None or not index.creates[request_id].is_create:
+            continue
+        if wanted and wanted.isdisjoint({request_id, fate.cinder_request_id}):
+            continue
+        if args.failed and fate.outcome != "error":
+            continue
+        shown += 1
+        if args.json:
+            print(
+                json.dumps(
+                    {"request_id": request_id, "verdict": fate.sentence(), **fate.to_json()},
+                    separators=(",", ":"),
+                )
+            )
+        else:
+            blocks.append(
+                "\n".join(
+                    [
+                        f"{escape(request_id)}" + term.paint("  (from Cinder's logs)", "2"),
+                        *fate_lines(fate, term, request_id=request_id),
+                    ]
+                )
+            )
+    if not shown:
+        source = " ".join([*args.paths, *args.logs])
+        print(f"voltrace explain: no volume create in {escape(source)}", file=sys.stderr)
+        return 1
+    if blocks:
+        print("\n\n".join(blocks))
     return 0
 
 

@@ -176,11 +176,7 @@ def diagnose_create(trace: Trace, root: Span, *, waterfall: bool = False) -> Dia
     if not d.failed:
         d.after_answer = after_answer.from_spans(trace.spans, d.volume_id)
         if d.after_answer is not None and not d.after_answer.certain:
-            d.notes.append(
-                "no cinder-volume span followed the scheduler's: no valid backend, or a "
-                "cinder-volume that has not run the create (OSProfiler does not record the "
-                "scheduler's result); --cinder-url asks Cinder which"
-            )
+            d.notes.append(after_answer.UNCERTAIN_TRACE_NOTE)
     if waterfall:
         d.waterfall, d.waterfall_ms = span_rows(trace, root, d)
     return advice.explain(d)

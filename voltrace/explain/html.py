@@ -247,7 +247,9 @@ def _after_answer(d: Diagnosis) -> str:
     ]
     if fate.attempts is not None:
         facts.append(("attempts", fate.attempts))
+    facts += [(f"attempt {n}", error) for n, error in enumerate(fate.errors, start=1)]
     facts += [("user message", f"{m['event_id']}: {m['user_message']}") for m in fate.messages]
+    facts += [("cinder log", record) for record in fate.evidence]
     items = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts)
     if fate.advice is not None:
         commands = "".join(

@@ -7,23 +7,40 @@ before any colour is added; lines are wrapped to the terminal's width, between w
 
 from __future__ import annotations
 
+from voltrace.explain.after_answer import AfterAnswer
 from voltrace.explain.model import Diagnosis
 from voltrace.terminal import Terminal, draw_waterfall, escape, format_ms, wrap
 
 LABEL_WIDTH = 16
+# A log record is shown up to this long (the file and line lead to the rest).
+MAX_EVIDENCE_CHARS = 240
+
+
+class _Rows:
+    """Labelled rows, each value escaped and wrapped between words to the terminal."""
+
+    def __init__(self, term: Terminal) -> None:
+        self.term = term
+        self.value_width = max(30, term.width - LABEL_WIDTH)
+        self.lines: list[str] = []
+
+    def row(self, label: str, value: str, *codes: str) -> None:
+        wrapped = wrap(escape(value), self.value_width)
+        paint = self.term.paint
+        self.lines.append(f"  {label:<{LABEL_WIDTH - 2}}{paint(wrapped[0], *codes)}")
+        self.lines.extend(" " * LABEL_WIDTH + paint(more, *codes) for more in wrapped[1:])
+
+    def commands(self, commands: list[str]) -> None:
+        """Each command on a line of its own, whole, indented: ready to copy."""
+        for command in commands:
+            self.lines.append(" " * LABEL_WIDTH + "  " + self.term.paint(escape(command), "1"))
 
 
 def format_text(d: Diagnosis, term: Terminal | None = None, *, waterfall: bool = True) -> str:
     """The human-readable diagnosis of one create."""
     term = term or Terminal()
-    value_width = max(30, term.width - LABEL_WIDTH)
-    lines: list[str] = []
-
-    def row(label: str, value: str, *codes: str) -> None:
-        wrapped = wrap(escape(value), value_width)
-        lines.append(f"  {label:<{LABEL_WIDTH - 2}}{term.paint(wrapped[0], *codes)}")
-        lines.extend(" " * LABEL_WIDTH + term.paint(more, *codes) for more in wrapped[1:])
-
+    rows = _Rows(term)
+    row, lines = rows.row, rows.lines
     mark = term.paint("FAILED", "1", "31") if d.failed else term.paint("OK", "1", "32")
     lines.append(
         f"{mark} {escape(d.request_id or '(no request id)')}  trace "
@@ -91,24 +108,44 @@ def format_text(d: Diagnosis, term: Terminal | None = None, *, waterfall: bool =
         row("slowest hop", "none: the create never called Cinder")
     if d.advice is not None:
         row("next step", d.advice.text, "1")
-        for command in d.advice.commands:
-            # Each command on a line of its own, whole, indented: ready to copy.
-            lines.append(" " * LABEL_WIDTH + "  " + term.paint(escape(command), "1"))
+        rows.commands(d.advice.commands)
     for note in d.notes:
         row("note", note, "2")
-    fate = d.after_answer
-    if fate is not None:
-        row("after answer", fate.sentence(d.http_status), "1")
-        row("request ids", f"nova {d.request_id or '?'}, cinder {fate.cinder_request_id or '?'}")
-        if fate.attempts is not None:
-            row("attempts", f"{fate.attempts} (reschedules: {max(fate.attempts - 1, 0)})")
-        for said in fate.messages:
-            row("user message", f"{said['event_id']}: {said['user_message']}")
-        if fate.advice is not None:
-            row("then", fate.advice.text, "1")
-            for command in fate.advice.commands:
-                lines.append(" " * LABEL_WIDTH + "  " + term.paint(escape(command), "1"))
+    if d.after_answer is not None:
+        lines.extend(
+            fate_lines(d.after_answer, term, request_id=d.request_id, http_status=d.http_status)
+        )
     if waterfall and d.waterfall:
         lines.append("")
         lines.extend(draw_waterfall(d.waterfall, d.waterfall_ms, term))
     return "\n".join(lines)
+
+
+def fate_lines(
+    fate: AfterAnswer,
+    term: Terminal | None = None,
+    *,
+    request_id: str | None = None,
+    http_status: int | None = None,
+) -> list[str]:
+    """What became of the volume after Nova's answer, as rows (``http_status`` None:
+    no answer of Nova's is known, only Cinder's side)."""
+    rows = _Rows(term or Terminal())
+    row = rows.row
+    row("after answer", fate.sentence(http_status), "1")
+    row("request ids", f"nova {request_id or '?'}, cinder {fate.cinder_request_id or '?'}")
+    if fate.attempts is not None:
+        row("attempts", f"{fate.attempts} (reschedules: {max(fate.attempts - 1, 0)})")
+    for n, error in enumerate(fate.errors, start=1):
+        row(f"attempt {n}", error, "31")
+    for said in fate.messages:
+        row("user message", f"{said['event_id']}: {said['user_message']}")
+    for record in fate.evidence:
+        clipped = (
+            record[: MAX_EVIDENCE_CHARS - 1] + "…" if len(record) > MAX_EVIDENCE_CHARS else record
+        )
+        row("cinder log", clipped, "2")
+    if fate.advice is not None:
+        row("then", fate.advice.text, "1")
+        rows.commands(fate.advice.commands)
+    return rows.lines
