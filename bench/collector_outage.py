@@ -20,11 +20,9 @@ Every process is stopped by pid on the way out.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -39,30 +37,7 @@ from common import (
 )
 
 from voltrace.client import NovaClient, identity_headers
-
-
-class HungCollector:
-    """A TCP port that accepts every connection and never sends a byte back."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.accepted: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        self.listener.settimeout(0.1)
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError, OSError):
-                self.accepted.append(self.listener.accept()[0])
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        for conn in [*self.accepted, self.listener]:
-            conn.close()
+from voltrace.devtools.ports import SilentServer
 
 
 class Refusing:
@@ -93,7 +68,7 @@ def main() -> int:
         (workdir / "rotel").mkdir()
         collector = RotelCollector(workdir / "rotel").start()
         procs.append(collector)
-        hung = HungCollector()
+        hung = SilentServer()  # a hung collector
         procs.append(hung)
         refused = Refusing()
         procs.append(refused)

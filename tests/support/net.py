@@ -1,20 +1,15 @@
-"""Ports on loopback: a free one, and whether something listens on one."""
+"""Ports on loopback: free ones, whether something listens on one, and a silent server
+(the last two kinds from ``voltrace.devtools.ports``, which the dev tools and benches use)."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import subprocess
-import threading
 
 from tests.support.polling import poll
+from voltrace.devtools.ports import SilentServer, free_port
 
-
-def free_port() -> int:
-    """A port nobody listens on right now (the kernel's pick)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["SilentServer", "free_port", "free_port_block", "listening", "wait_for_port"]
 
 
 def free_port_block(count: int, attempts: int = 200) -> int:
@@ -54,33 +49,3 @@ def wait_for_port(
     port: int, process: subprocess.Popen | None = None, timeout: float = 30.0
 ) -> None:
     poll(lambda: listening(port, process), timeout, f"something to listen on port {port}")
-
-
-class SilentServer:
-    """A loopback port that accepts every connection and never sends a byte back: a hung
-    cinder-api or a hung collector."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.accepted: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        self.listener.settimeout(0.1)
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError, OSError):
-                self.accepted.append(self.listener.accept()[0])
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        """Let go: every held request gets its connection closed (and fails)."""
-        self._stop.set()
-        self._thread.join(timeout=5)
-        for conn in [*self.accepted, self.listener]:
-            conn.close()

@@ -407,6 +407,21 @@ def _cinder_logs_alone(
     index = CinderLogIndex(oslo_format)
     for path in inputs.cinder_logs:
         index.read(path)
+    ignored = [
+        option
+        for option, given in (
+            ("--summary", args.summary),
+            ("--html", args.html),
+            ("--cinder-url", args.cinder_url),
+            ("--trace-id", args.trace_id),
+        )
+        if given
+    ]
+    if ignored:
+        inputs.problems.append(
+            f"{', '.join(ignored)}: not with Cinder's logs alone (they hold no trace, no "
+            "stage and no project); give nova's side too (a trace or voltrace's JSON logs)"
+        )
     _warn_all([*inputs.problems, *index.problems])
     wanted = set(args.request_id)
     shown = 0
