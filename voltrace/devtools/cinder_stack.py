@@ -425,7 +425,13 @@ class CinderStack(CinderAdmin):
                 time.sleep(0.1)  # polling interval while the services boot
 
     def _api_answers(self) -> bool:
-        return self.request("GET", "/", timeout=2.0).status in (200, 300)
+        # cinder-api's version document, not some other server's answer on the port
+        answer = self.request("GET", "/", timeout=2.0)
+        return (
+            answer.status in (200, 300)
+            and isinstance(answer.body, dict)
+            and ("versions" in answer.body)
+        )
 
     def _all_up(self) -> bool:
         return self.service_states() == {"cinder-scheduler": "up", "cinder-volume": "up"}

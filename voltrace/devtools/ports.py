@@ -5,13 +5,42 @@ benchmarks)."""
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import threading
+from pathlib import Path
+
+# Below the kernel's ephemeral range (ip_local_port_range, 32768-60999 by default).
+_PICK_FROM = 10_000
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def free_port() -> int:
-    """A port nobody listens on right now (the kernel's pick)."""
-    with socket.socket() as sock:
+    """A port nobody listens on right now, outside the kernel's ephemeral range.
+
+    A server started as a process binds its port seconds after the port was picked. A
+    port the kernel picked (bind to port 0) could meanwhile be handed to any other
+    bind(0) or outgoing connection on the machine (another test's server, say), and the
+    caller would then talk to that. The kernel never hands out ports outside its range.
+    """
+    low, high = _ephemeral_range()
+    candidates = range(_PICK_FROM, low) if low - _PICK_FROM >= 1000 else range(high + 1, 65536)
+    for _ in range(200):
+        port = random.choice(candidates)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use, or closing (TIME_WAIT)
+            return port
+    with socket.socket() as sock:  # everything tried was taken: the kernel's pick
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
