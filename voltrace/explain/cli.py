@@ -27,6 +27,7 @@ from voltrace.explain.from_cinder_logs import (
     OsloLogFormat,
     OsloLogFormatError,
     looks_like_oslo_log,
+    read_cinder_logs,
     settle,
 )
 from voltrace.explain.from_logs import LogFileError, LogReader
@@ -293,9 +294,7 @@ class _Run:
         seen: set[str | None] = set()
         if inputs.cinder_logs:
             # Read first, whole: a create's fate comes after nova's answer, in other files.
-            self.cinder_logs = CinderLogIndex(oslo_format)
-            for path in inputs.cinder_logs:
-                self.cinder_logs.read(path)
+            self.cinder_logs = read_cinder_logs(inputs.cinder_logs, oslo_format)
             self.problems.extend(self.cinder_logs.problems)
         if trace_paths:
             reader = TraceReader(trace_paths, quiet=inputs.found_in_directories)
@@ -404,9 +403,7 @@ def _cinder_logs_alone(
 ) -> int:
     """Only Cinder's logs: what became of each create they name (nova's request id is
     their global request id), without nova's side."""
-    index = CinderLogIndex(oslo_format)
-    for path in inputs.cinder_logs:
-        index.read(path)
+    index = read_cinder_logs(inputs.cinder_logs, oslo_format)
     ignored = [
         option
         for option, given in (

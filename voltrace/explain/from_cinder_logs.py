@@ -468,6 +468,7 @@ def _fate(create: _Create) -> AfterAnswer:
 
 
 def read_cinder_logs(paths: Iterable[Path], fmt: OsloLogFormat | None = None) -> CinderLogIndex:
+    """Cinder's log files, read whole into one index (their problems in ``problems``)."""
     index = CinderLogIndex(fmt)
     for path in paths:
         index.read(path)
